@@ -1,0 +1,5 @@
+import sys
+
+from morphable.cli import main
+
+sys.exit(main())

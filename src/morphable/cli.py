@@ -1,0 +1,52 @@
+"""The ``morphable`` command.
+
+Argument parsing imports neither torch nor numpy, so ``morphable --help`` answers at once.
+Each command group lives in ``morphable/commands/<group>.py`` with a ``register(subparsers)``
+function that adds its parser and sets ``func`` to a handler; handlers import what they need.
+A :class:`~morphable.errors.MorphableError` is printed as one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from morphable import __version__
+
+COMMAND_GROUPS = ("demo", "data", "train", "eval", "mesh")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="morphable",
+        description="Learn, fit, evaluate and generate 3D face and head models.",
+    )
+    parser.add_argument("--version", action="version", version=f"morphable {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for group in COMMAND_GROUPS:
+        importlib.import_module(f"morphable.commands.{group}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    from morphable.errors import MorphableError
+
+    try:
+        result = args.func(args)
+    except MorphableError as exc:
+        print(f"morphable: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("morphable: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""``morphable data``: make datasets (synthetic faces, ICT-FaceKit samples) and check them."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+PREVIEW_FILE = "preview.png"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("data", help="make and inspect datasets")
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    synth = sub.add_parser("synth", help="procedural synthetic faces in the COMA layout (the embedded default)")
+    synth.add_argument("--out", required=True, help="output folder")
+    _add_sequence_args(synth, subjects=12, expressions=12, frames=10)
+    synth.set_defaults(func=run_synth)
+
+    ict = sub.add_parser("ict", help="sample a COMA-layout dataset from the ICT-FaceKit linear model")
+    ict.add_argument("--model", required=True, help="ICT-FaceKit .npz or upstream FaceXModel folder")
+    ict.add_argument("--out", required=True, help="output folder")
+    _add_sequence_args(ict, subjects=12, expressions=12, frames=10)
+    ict.add_argument("--full-head", action="store_true",
+                     help="keep every vertex (default: only the outer skin surface, vertices 0..11247)")
+    ict.set_defaults(func=run_ict)
+
+    info = sub.add_parser("info", help="validate every file of a dataset and print a summary")
+    info.add_argument("path", help="dataset folder or .npy array")
+    info.add_argument("--unit", choices=("m", "cm", "mm"), help="unit when the dataset has no dataset.json")
+    info.add_argument("--template", help="mesh with the faces of a .npy dataset")
+    info.set_defaults(func=run_info)
+
+
+def _add_sequence_args(parser: argparse.ArgumentParser, subjects: int, expressions: int, frames: int) -> None:
+    parser.add_argument("--subjects", type=int, default=subjects, help=f"number of subjects (default {subjects})")
+    parser.add_argument("--expressions", type=int, default=expressions,
+                        help=f"number of expressions, at most 12 (default {expressions})")
+    parser.add_argument("--frames", type=int, default=frames, help=f"frames per sequence (default {frames})")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    from morphable.errors import MorphableError
+
+    for name in ("subjects", "expressions", "frames"):
+        if getattr(args, name) < 1:
+            raise MorphableError(f"--{name} must be at least 1")
+    if args.expressions > 12:
+        raise MorphableError("--expressions must be at most 12 (the COMA expressions)")
+
+
+def write_preview(out_dir: Path, vertices, faces, subjects: list[str], expressions: list[str], title: str) -> Path:
+    """A PNG grid with the peak frame of every expression of the first subject, then other subjects."""
+    import numpy as np
+
+    from morphable.data.linear_model import expression_ramp
+    from morphable.viz import mesh_grid
+
+    subjects_arr, expressions_arr = np.asarray(subjects), np.asarray(expressions)
+    first = subjects_arr == subjects_arr[0]
+    picks, titles = [], []
+    for name in sorted(set(expressions)):
+        idx = np.nonzero(first & (expressions_arr == name))[0]
+        peak = idx[int(np.argmax(expression_ramp(len(idx))))]
+        picks.append(peak)
+        titles.append(f"{subjects[peak]}\n{name}")
+    for s in sorted(set(subjects))[1:7]:
+        idx = np.nonzero(subjects_arr == s)[0][0]
+        picks.append(idx)
+        titles.append(f"{s}\n{expressions[idx]} frame 0")
+    path = out_dir / PREVIEW_FILE
+    mesh_grid(path, [vertices[i] for i in picks], faces, titles=titles, columns=6, suptitle=title)
+    return path
+
+
+def make_synthetic(out: str, subjects: int, expressions: int, frames: int, seed: int, overwrite: bool) -> Path:
+    """Generate synthetic faces, write them in the COMA layout with ``dataset.json`` and a preview."""
+    from morphable.data import synthetic
+    from morphable.data.registered import write_coma_layout
+
+    faces_data = synthetic.generate(subjects, expressions, frames, seed)
+    meta = {"source": "morphable synthetic faces", "seed": seed, "subjects": subjects,
+            "expressions": expressions, "frames": frames}
+    out_dir = write_coma_layout(out, faces_data.vertices, faces_data.faces, faces_data.subjects,
+                                faces_data.expressions, faces_data.frames, "m", meta, overwrite=overwrite)
+    write_preview(out_dir, faces_data.vertices, faces_data.faces, faces_data.subjects, faces_data.expressions,
+                  f"synthetic faces (seed {seed})")
+    return out_dir
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    _check_counts(args)
+    out = make_synthetic(args.out, args.subjects, args.expressions, args.frames, args.seed, args.overwrite)
+    n = args.subjects * args.expressions * args.frames
+    print(f"wrote {n} meshes to {out} (unit m); preview: {out / PREVIEW_FILE}")
+    return 0
+
+
+def run_ict(args: argparse.Namespace) -> int:
+    from morphable.data.linear_model import load_ict, sample_sequences
+    from morphable.data.registered import write_coma_layout
+
+    _check_counts(args)
+    model = load_ict(args.model)
+    if not args.full_head:
+        model = model.skin_only()
+    seq = sample_sequences(model, args.subjects, args.expressions, args.frames, args.seed)
+    meta = {"source": f"ICT-FaceKit ({args.model})", "seed": args.seed, "skin_only": not args.full_head,
+            "identity_modes": int(len(model.identity_modes))}
+    out = write_coma_layout(args.out, seq.vertices, model.faces, seq.subjects, seq.expressions, seq.frames,
+                            model.unit, meta, overwrite=args.overwrite)
+    write_preview(out, seq.vertices, model.faces, seq.subjects, seq.expressions, "ICT-FaceKit samples")
+    print(f"wrote {len(seq.vertices)} meshes ({seq.vertices.shape[1]} vertices, unit {model.unit}) to {out}; "
+          f"preview: {out / PREVIEW_FILE}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from morphable.data.registered import load_registered, make_split, protocol_folds
+
+    ds = load_registered(args.path, unit=args.unit, template=args.template)
+    extent = ds.vertices.reshape(-1, 3).max(axis=0) - ds.vertices.reshape(-1, 3).min(axis=0)
+    lines = [
+        f"dataset     {ds.root}",
+        f"meshes      {len(ds)}",
+        f"vertices    {ds.n_vertices}",
+        f"faces       {len(ds.faces)}",
+        f"unit        {ds.unit}  (extent {' x '.join(f'{e * ds.to_mm:.1f}' for e in extent)} mm)",
+        f"subjects    {len(set(ds.subjects))}: {', '.join(sorted(set(ds.subjects)))[:100]}",
+        f"expressions {len(set(ds.expressions))}: {', '.join(sorted(set(ds.expressions)))[:100]}",
+    ]
+    lines.append("splits      " + _split_line(make_split(ds, "interpolation")))
+    if all(ds.expressions) and all(ds.subjects):
+        for protocol in ("extrapolation", "identity"):
+            folds = protocol_folds(ds, protocol)
+            sizes = np.array([list(make_split(ds, protocol, f).sizes().values()) for f in folds])
+            lines.append(f"            {protocol}: {len(folds)} folds, test {sizes[:, 2].min()}-{sizes[:, 2].max()} meshes")
+    print("\n".join(lines))
+    return 0
+
+
+def _split_line(split) -> str:
+    s = split.sizes()
+    return f"{split.protocol}: train {s['train']}, val {s['val']}, test {s['test']}"

@@ -1,0 +1,5 @@
+"""`morphable mesh` (being written)."""
+
+
+def register(subparsers) -> None:
+    subparsers.add_parser("mesh", help="(being written)")

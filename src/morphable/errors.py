@@ -1,0 +1,19 @@
+"""User-facing errors.
+
+Anything the user can fix (a bad file, a wrong argument, a checkpoint that does not match) is
+raised as :class:`MorphableError`. The command line prints its message as one line and exits
+with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class MorphableError(Exception):
+    """An error caused by the user's input; the message names the file and the problem."""
+
+
+def input_error(path: str | os.PathLike, problem: str) -> MorphableError:
+    """Build a :class:`MorphableError` of the form ``"<path>: <problem>"``."""
+    return MorphableError(f"{os.fspath(path)}: {problem}")

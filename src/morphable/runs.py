@@ -1,0 +1,93 @@
+"""Run folders: ``config.json`` (with provenance), ``metrics.json``, weights, plots and meshes.
+
+A run folder holds::
+
+    config.json        the ExperimentConfig plus package version, git commit, command line, time
+    metrics.json       {"mean_mm", "std_mm", "median_mm", ..., "splits": {...}}
+    model.safetensors  weights (never pickle)
+    plots/             PNGs for people (error curves, heat maps)
+    meshes/            PLY meshes coloured by error
+
+All files are written atomically (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from morphable import __version__
+from morphable.errors import input_error
+from morphable.io import read_json, write_json
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def git_commit() -> str:
+    """The commit of the package's source checkout, or "" when it is not a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def provenance() -> dict[str, str]:
+    return {
+        "morphable_version": __version__,
+        "git_commit": git_commit(),
+        "command": " ".join(sys.argv),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "host": platform.node(),
+    }
+
+
+class Run:
+    """A run folder; create with :meth:`create`, reopen with :meth:`open`."""
+
+    def __init__(self, path: str | os.PathLike, config: dict):
+        self.path = Path(path)
+        self.config = config
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, config: dict, overwrite: bool = False) -> "Run":
+        """Make the folder and write ``config.json``; refuses a non-empty folder unless ``overwrite``."""
+        path = Path(path)
+        if path.exists() and any(path.iterdir()) and not overwrite:
+            raise input_error(path, "run folder exists and is not empty (use --overwrite or --resume)")
+        path.mkdir(parents=True, exist_ok=True)
+        full = {**config, "provenance": provenance()}
+        write_json(path / CONFIG_FILE, full)
+        return cls(path, full)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "Run":
+        path = Path(path)
+        if not (path / CONFIG_FILE).exists():
+            raise input_error(path, f"not a run folder (no {CONFIG_FILE})")
+        return cls(path, read_json(path / CONFIG_FILE))
+
+    def file(self, *parts: str) -> Path:
+        """Path of a file in the run; parent folders are created."""
+        p = self.path.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path / WEIGHTS_FILE
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        write_json(self.path / METRICS_FILE, metrics)
+
+    def read_metrics(self) -> dict[str, Any]:
+        return read_json(self.path / METRICS_FILE)
