@@ -1,0 +1,142 @@
+"""Mesh I/O: round trips, exact vertex order on the real ICT-FaceKit OBJ files, broken files."""
+
+import numpy as np
+import pytest
+
+from conftest import ICT_FOLDER, ICT_NPZ, MEDIAPIPE_OBJ, require
+from morphable.errors import MorphableError
+from morphable.io import load_weights, read_mesh, read_obj, read_ply, save_weights, write_obj, write_ply
+
+
+def _random_mesh(rng, n_vertices=50, n_faces=80):
+    return rng.normal(size=(n_vertices, 3)), rng.integers(0, n_vertices, size=(n_faces, 3))
+
+
+def _ascii_ply(vertices, faces, extra_vertex_property=True):
+    head = ["ply", "format ascii 1.0", "comment made by a test", f"element vertex {len(vertices)}",
+            "property float x", "property float y", "property float z"]
+    if extra_vertex_property:
+        head.append("property float confidence")
+    head += [f"element face {len(faces)}", "property list uchar int vertex_indices", "end_header"]
+    rows = [" ".join(f"{c:.6f}" for c in v) + (" 0.5" if extra_vertex_property else "") for v in vertices]
+    rows += ["3 " + " ".join(str(i) for i in f) for f in faces]
+    return "\n".join(head + rows) + "\n"
+
+
+def test_ply_binary_round_trip_with_colors(tmp_path):
+    rng = np.random.default_rng(0)
+    v, f = _random_mesh(rng)
+    colors = rng.integers(0, 256, size=(len(v), 3)).astype(np.uint8)
+    write_ply(tmp_path / "m.ply", v, f, colors)
+    mesh = read_ply(tmp_path / "m.ply")
+    np.testing.assert_array_equal(mesh.vertices, v.astype(np.float32).astype(np.float64))
+    np.testing.assert_array_equal(mesh.faces, f)
+    raw = (tmp_path / "m.ply").read_bytes()
+    assert b"property uchar red" in raw
+
+
+def test_ply_ascii_and_big_endian(tmp_path):
+    rng = np.random.default_rng(1)
+    v, f = _random_mesh(rng, 10, 12)
+    (tmp_path / "a.ply").write_text(_ascii_ply(v, f))
+    mesh = read_ply(tmp_path / "a.ply")
+    np.testing.assert_allclose(mesh.vertices, v, atol=1e-6)
+    np.testing.assert_array_equal(mesh.faces, f)
+    header = ("ply\nformat binary_big_endian 1.0\nelement vertex 10\nproperty double x\nproperty double y\n"
+              "property double z\nelement face 12\nproperty list uchar int vertex_indices\nend_header\n").encode()
+    faces = np.empty(12, dtype=[("n", "u1"), ("v", ">i4", (3,))])
+    faces["n"], faces["v"] = 3, f
+    (tmp_path / "b.ply").write_bytes(header + v.astype(">f8").tobytes() + faces.tobytes())
+    mesh = read_ply(tmp_path / "b.ply")
+    np.testing.assert_array_equal(mesh.vertices, v)
+    np.testing.assert_array_equal(mesh.faces, f)
+
+
+def test_ply_quads_are_split_into_fans(tmp_path):
+    text = ("ply\nformat ascii 1.0\nelement vertex 5\nproperty float x\nproperty float y\nproperty float z\n"
+            "element face 2\nproperty list uchar int vertex_indices\nend_header\n"
+            "0 0 0\n1 0 0\n1 1 0\n0 1 0\n2 2 0\n4 0 1 2 3\n3 1 4 2\n")
+    (tmp_path / "q.ply").write_text(text)
+    np.testing.assert_array_equal(read_ply(tmp_path / "q.ply").faces, [[0, 1, 2], [0, 2, 3], [1, 4, 2]])
+
+
+def test_obj_round_trip_and_relative_indices(tmp_path):
+    rng = np.random.default_rng(2)
+    v, f = _random_mesh(rng)
+    write_obj(tmp_path / "m.obj", v, f)
+    mesh = read_obj(tmp_path / "m.obj")
+    np.testing.assert_allclose(mesh.vertices, v, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(mesh.faces, f)
+    (tmp_path / "r.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nf -3/1 -2/1 -1/1\n")
+    np.testing.assert_array_equal(read_obj(tmp_path / "r.obj").faces, [[0, 1, 2]])
+
+
+def test_ict_obj_files_keep_exact_vertex_order():
+    require(ICT_NPZ)
+    data = np.load(ICT_NPZ)
+    neutral = read_obj(require(ICT_FOLDER) / "generic_neutral_mesh.obj")
+    np.testing.assert_allclose(neutral.vertices, data["neutral"], atol=1e-5)
+    np.testing.assert_array_equal(np.sort(neutral.faces, axis=1)[np.lexsort(np.sort(neutral.faces, axis=1).T)],
+                                  np.sort(data["triangles"], axis=1)[np.lexsort(np.sort(data["triangles"], axis=1).T)])
+    identity = read_obj(ICT_FOLDER / "identity000.obj")
+    np.testing.assert_allclose(identity.vertices - neutral.vertices, data["identity_modes"][0], atol=1e-4)
+    names = list(data["expression_names"])
+    jaw = read_obj(ICT_FOLDER / "jawOpen.obj")
+    np.testing.assert_allclose(jaw.vertices - neutral.vertices, data["expression_modes"][names.index("jawOpen")],
+                               atol=1e-4)
+
+
+def test_mediapipe_face_reads():
+    mesh = read_mesh(require(MEDIAPIPE_OBJ))
+    assert mesh.vertices.shape == (468, 3)
+    assert mesh.faces.shape[1] == 3 and mesh.faces.max() == 467
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"", "empty file"),
+    (b"hello world", "not a PLY file"),
+    (b"ply\nformat binary_little_endian 1.0\nelement vertex 100\nproperty float x\nproperty float y\n"
+     b"property float z\nend_header\n" + b"\0" * 40, "truncated"),
+    (b"ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nproperty float y\nproperty float z\n"
+     b"end_header\n0 0 0\nnan 1 1\n", "NaN"),
+    (b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
+     b"element face 1\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 0 0\n0 1 0\n3 0 1 7\n",
+     "out of range"),
+])
+def test_broken_ply_files_give_one_line_errors(tmp_path, content, problem):
+    path = tmp_path / "bad.ply"
+    path.write_bytes(content)
+    with pytest.raises(MorphableError) as info:
+        read_mesh(path)
+    message = str(info.value)
+    assert str(path) in message and problem in message and "\n" not in message
+
+
+def test_unknown_suffix_and_missing_file(tmp_path):
+    with pytest.raises(MorphableError, match="unknown mesh format"):
+        read_mesh(tmp_path / "mesh.stl")
+    with pytest.raises(MorphableError, match="file not found"):
+        read_mesh(tmp_path / "missing.ply")
+
+
+def test_weights_round_trip_and_broken_file(tmp_path):
+    import torch
+
+    state = {"a": torch.arange(6.0).reshape(2, 3), "b": np.ones(4, dtype=np.float32)}
+    save_weights(tmp_path / "w.safetensors", state, {"method": "test"})
+    tensors, meta = load_weights(tmp_path / "w.safetensors")
+    assert meta == {"method": "test"}
+    assert torch.equal(tensors["a"], state["a"]) and tensors["b"].tolist() == [1.0] * 4
+    (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00garbage")
+    with pytest.raises(MorphableError, match="bad.safetensors"):
+        load_weights(tmp_path / "bad.safetensors")
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    from morphable.io import atomic_path
+
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "out.txt") as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
