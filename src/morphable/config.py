@@ -47,7 +47,37 @@ class PCAConfig:
     latent: int = 8
 
 
-MODEL_CONFIGS: dict[str, type] = {"pca": PCAConfig}
+@dataclass
+class AutoencoderConfig:
+    """Mesh autoencoder (``explicit.autoencoder.MeshAutoencoder``).
+
+    ``conv``: ``cheb`` (Chebyshev, ``cheb_k`` terms) or ``spiral`` (``spiral_style`` ``spiralnet``:
+    fixed ``spiral_length`` and ``spiral_dilation``; ``neural3dmm``: per-level ``spiral_hops`` and
+    ``spiral_dilations``). ``pooling``: ``qem``, ``attention`` (Deep3DMM without fusing) or ``fused``.
+    ``topk_encoder`` / ``topk_decoder``: top-k selection of the attention (0 switches it off).
+    """
+
+    latent: int = 8
+    conv: str = "cheb"
+    encoder_channels: list[int] = field(default_factory=lambda: [16, 16, 16, 32])
+    decoder_channels: list[int] = field(default_factory=lambda: [32, 32, 16, 16, 16])
+    activation: str = "elu"
+    factors: list[int] = field(default_factory=lambda: [4, 4, 4, 4])
+    cheb_k: int = 6
+    spiral_style: str = "spiralnet"
+    spiral_length: int = 9
+    spiral_dilation: int = 1
+    spiral_hops: list[int] = field(default_factory=lambda: [2, 2, 1, 1, 1])
+    spiral_dilations: list[int] = field(default_factory=lambda: [2, 2, 1, 1, 1])
+    pooling: str = "qem"
+    attention_dim: int = 21
+    topk_encoder: int = 8
+    topk_decoder: int = 32
+    fusion_init: list[float] = field(default_factory=lambda: [0.8, 0.2])
+
+
+AUTOENCODER_METHODS = ("coma", "neural3dmm", "spiralnet++", "deep3dmm-spectral", "deep3dmm-spiral")
+MODEL_CONFIGS: dict[str, type] = {"pca": PCAConfig, **{m: AutoencoderConfig for m in AUTOENCODER_METHODS}}
 
 
 @dataclass
@@ -82,6 +112,47 @@ def config_from_dict(d: dict, source: str = "config.json") -> ExperimentConfig:
         raise MorphableError(f"{source}: does not match this version's config ({exc})") from None
 
 
+def _coma(pooling: str = "qem", method: str = "coma") -> ExperimentConfig:
+    """CoMA paper defaults: Chebyshev K=6, filters [16,16,16,32], latent 8, SGD 8e-3 x0.99, wd 5e-4, batch 16."""
+    return ExperimentConfig(method=method, model=AutoencoderConfig(pooling=pooling),
+                            train=TrainConfig(epochs=300, batch_size=16, optimizer="sgd", lr=8e-3, lr_decay=0.99,
+                                              weight_decay=5e-4, momentum=0.9))
+
+
+SIMPLE_FILTERS = ([16, 16, 16, 32], [32, 32, 16, 16, 16])   # supplement Tables 1-2 ("simple", Table 6)
+WIDER_FILTERS = ([16, 32, 64, 128], [128, 64, 32, 32, 16])  # supplement Table 6 "wider"
+
+
+def _neural3dmm(filters: tuple[list[int], list[int]], pooling: str = "qem", method: str = "neural3dmm",
+                hops: list[int] | None = None, dilations: list[int] | None = None, latent: int = 8
+                ) -> ExperimentConfig:
+    """Neural3DMM spirals (hops/dilation per level), ELU, Adam 1e-3 x0.99, 200 epochs (supplement Sec. 3)."""
+    model = AutoencoderConfig(latent=latent, conv="spiral", spiral_style="neural3dmm",
+                              encoder_channels=list(filters[0]), decoder_channels=list(filters[1]),
+                              spiral_hops=hops or [1, 1, 1, 1, 1], spiral_dilations=dilations or [1, 1, 1, 1, 1],
+                              pooling=pooling)
+    return ExperimentConfig(method=method, model=model,
+                            train=TrainConfig(epochs=200, batch_size=16, optimizer="adam", lr=1e-3, lr_decay=0.99))
+
+
+def _spiralnet() -> ExperimentConfig:
+    """SpiralNet++: channels [32,32,32,64], spiral length 9, dilation 1, latent 16, Adam 1e-3, batch 32."""
+    model = AutoencoderConfig(latent=16, conv="spiral", spiral_style="spiralnet", spiral_length=9,
+                              spiral_dilation=1, encoder_channels=[32, 32, 32, 64],
+                              decoder_channels=[64, 64, 32, 32, 32])
+    return ExperimentConfig(method="spiralnet++", model=model,
+                            train=TrainConfig(epochs=300, batch_size=32, optimizer="adam", lr=1e-3, lr_decay=0.99))
+
+
 PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
     "pca": lambda: ExperimentConfig(method="pca", model=PCAConfig(latent=8)),
+    "coma": _coma,
+    "deep3dmm-spectral": lambda: _coma("fused", "deep3dmm-spectral"),
+    "deep3dmm-spectral-nofuse": lambda: _coma("attention", "deep3dmm-spectral"),
+    "neural3dmm": lambda: _neural3dmm(WIDER_FILTERS, hops=[2, 2, 1, 1, 1], dilations=[2, 2, 1, 1, 1], latent=16),
+    "neural3dmm-simple": lambda: _neural3dmm(SIMPLE_FILTERS),
+    "neural3dmm-wider": lambda: _neural3dmm(WIDER_FILTERS),
+    "spiralnet++": _spiralnet,
+    "deep3dmm-spiral": lambda: _neural3dmm(SIMPLE_FILTERS, "fused", "deep3dmm-spiral"),
+    "deep3dmm-spiral-wider": lambda: _neural3dmm(WIDER_FILTERS, "fused", "deep3dmm-spiral"),
 }

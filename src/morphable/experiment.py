@@ -7,13 +7,14 @@ its folder alone. Methods plug in through :func:`fit_method` and :func:`load_rec
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from morphable.config import ExperimentConfig, config_from_dict
+from morphable.config import AUTOENCODER_METHODS, ExperimentConfig, config_from_dict
 from morphable.data.registered import RegisteredDataset, Split, load_registered, make_split
 from morphable.errors import MorphableError, input_error
 from morphable.evaluate import evaluate_reconstructions
@@ -33,8 +34,11 @@ def prepare_data(config: ExperimentConfig) -> tuple[RegisteredDataset, Split]:
     return dataset, split
 
 
-def fit_method(config: ExperimentConfig, run: Run, dataset: RegisteredDataset, split: Split) -> dict:
+def fit_method(config: ExperimentConfig, run: Run, dataset: RegisteredDataset, split: Split,
+               resume: bool = False, progress: bool = True) -> dict:
     """Fit the configured method on ``split.train`` and save its weights in the run folder."""
+    if config.method in AUTOENCODER_METHODS:
+        return _fit_autoencoder(config, run, dataset, split, resume, progress)
     if config.method == "pca":
         from morphable.explicit.pca import PCAModel
 
@@ -54,7 +58,58 @@ def load_reconstructor(run: Run, config: ExperimentConfig, n_vertices: int) -> R
         from morphable.explicit.pca import PCAModel
 
         return PCAModel.from_state(tensors).reconstruct
+    if config.method in AUTOENCODER_METHODS:
+        return load_autoencoder(run, config, template_of(run, config)).reconstruct
     raise input_error(run.weights_path, f"method '{config.method}' cannot be evaluated here")
+
+
+def _fit_autoencoder(config: ExperimentConfig, run: Run, dataset: RegisteredDataset, split: Split,
+                     resume: bool, progress: bool) -> dict:
+    import torch
+
+    from morphable.data.registered import Normaliser
+    from morphable.explicit.method import AutoencoderMethod, template_hierarchy
+    from morphable.train import LoopConfig, fit, init_distributed, select_device
+
+    device = select_device(config.train.device)
+    dist_info = init_distributed(device)
+    train = dataset.vertices[split.train]
+    normaliser = Normaliser.fit(train)
+    hierarchy = template_hierarchy(dataset.vertices[split.train[0]], dataset.faces, config.model.factors)
+    method = AutoencoderMethod(config, hierarchy, normaliser, device)
+    train_data = torch.as_tensor(normaliser.apply(train), dtype=torch.float32)
+    val_data = torch.as_tensor(normaliser.apply(dataset.vertices[split.val]), dtype=torch.float32)
+    np.save(run.file("template_vertices.npy"), dataset.vertices[split.train[0]])
+    np.save(run.file("template_faces.npy"), dataset.faces)
+    loop = LoopConfig(epochs=config.train.epochs, batch_size=config.train.batch_size, seed=config.seed,
+                      progress=progress)
+    summary = fit(method, train_data, val_data if len(val_data) else None, loop, run.path, device, resume=resume,
+                  dist_info=dist_info, metadata={"method": config.method, "n_vertices": str(dataset.n_vertices)})
+    return {**summary, "parameters": sum(p.numel() for p in method.network.parameters()), "device": str(device)}
+
+
+def template_of(run: Run, config: ExperimentConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The template (vertices, faces) a run's hierarchy was built from."""
+    try:
+        return (np.load(run.path / "template_vertices.npy", allow_pickle=False),
+                np.load(run.path / "template_faces.npy", allow_pickle=False))
+    except (OSError, ValueError) as exc:
+        raise input_error(run.path, f"run has no readable template ({exc})") from None
+
+
+def load_autoencoder(run: Run, config: ExperimentConfig, template: tuple[np.ndarray, np.ndarray]):
+    """Rebuild a trained autoencoder method from a run folder (best weights and normaliser)."""
+    from morphable.data.registered import Normaliser
+    from morphable.explicit.method import AutoencoderMethod, template_hierarchy
+    from morphable.train import load_checkpoint, select_device
+
+    device = select_device(config.train.device)
+    hierarchy = template_hierarchy(template[0], template[1], config.model.factors)
+    n = len(template[0])
+    placeholder = Normaliser(np.zeros((n, 3), np.float32), np.ones((n, 3), np.float32))
+    method = AutoencoderMethod(config, hierarchy, placeholder, device)
+    load_checkpoint(run.weights_path, method, device)
+    return method
 
 
 def evaluate_split(run: Run, reconstruct: Reconstructor, dataset: RegisteredDataset, split: Split) -> dict:
@@ -87,12 +142,19 @@ def _write_curve_plot(run: Run, test: dict) -> None:
                           {name: (np.array(curve["thresholds_mm"]), np.array(curve["fraction"]))})
 
 
-def train_experiment(config: ExperimentConfig, out: str | Path, overwrite: bool = False) -> dict:
-    """Validate the data, create the run, fit, evaluate; returns the metrics."""
+def train_experiment(config: ExperimentConfig, out: str | Path, overwrite: bool = False, resume: bool = False,
+                     progress: bool = True) -> dict:
+    """Validate the data, create (or reopen, to resume) the run, fit, evaluate; returns the metrics."""
     dataset, split = prepare_data(config)
-    run = Run.create(out, config.to_dict(), overwrite=overwrite)
+    if resume:
+        run = Run.open(out)
+        config = config_from_dict(run.config, str(run.path / "config.json"))
+    else:
+        run = Run.create(out, config.to_dict(), overwrite=overwrite)
     start = time.perf_counter()
-    fit_info = fit_method(config, run, dataset, split)
+    fit_info = fit_method(config, run, dataset, split, resume=resume, progress=progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 evaluates and writes
+        return {}
     fit_seconds = time.perf_counter() - start
     metrics = evaluate_split(run, load_reconstructor(run, config, dataset.n_vertices), dataset, split)
     metrics["fit"] = {**fit_info, "seconds": round(fit_seconds, 3)}

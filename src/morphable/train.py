@@ -162,8 +162,10 @@ def unflatten_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
-def save_checkpoint(path: Path, method: TrainableMethod, epoch: int, extra: dict[str, Any]) -> None:
-    """Write weights, optimiser and scheduler states, epoch and ``extra`` (JSON) to one safetensors file."""
+def save_checkpoint(path: Path, method: TrainableMethod, epoch: int, extra: dict[str, Any],
+                    metadata: dict[str, str] | None = None) -> None:
+    """Write weights, optimiser and scheduler states, epoch and ``extra`` (JSON) to one safetensors file;
+    ``metadata`` (strings, e.g. the template's vertex count) is stored beside them."""
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}
@@ -173,9 +175,10 @@ def save_checkpoint(path: Path, method: TrainableMethod, epoch: int, extra: dict
         "optimizers": flatten_state([o.state_dict() for o in method.optimizers()], "optimizers", tensors),
         "schedulers": flatten_state([s.state_dict() for s in method.schedulers()], "schedulers", tensors),
     }
-    metadata = {"structure": json.dumps(structure), "epoch": str(epoch), "extra": json.dumps(extra)}
+    header = {**(metadata or {}), "structure": json.dumps(structure), "epoch": str(epoch),
+              "extra": json.dumps(extra)}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        save_file(tensors, str(tmp), metadata=header)
 
 
 def load_checkpoint(path: Path, method: TrainableMethod, device: torch.device) -> tuple[int, dict]:
@@ -233,10 +236,10 @@ def _validate(method: TrainableMethod, val_data, batch_size: int, collate: Calla
 
 def fit(method: TrainableMethod, train_data, val_data, config: LoopConfig, run_dir: Path,
         device: torch.device, resume: bool = False, collate: Callable | None = None,
-        dist_info: Distributed | None = None) -> dict[str, Any]:
+        dist_info: Distributed | None = None, metadata: dict[str, str] | None = None) -> dict[str, Any]:
     """Train ``method`` for ``config.epochs`` epochs; returns a summary (best epoch and losses, time).
 
-    Files in ``run_dir`` (rank 0 only): ``last.safetensors`` after every epoch (for ``resume``),
+    ``metadata`` is written into every checkpoint. Files in ``run_dir`` (rank 0 only): ``last.safetensors`` after every epoch (for ``resume``),
     ``model.safetensors`` with the weights of the best validation epoch, ``log.csv`` with one row per
     epoch (train losses, validation losses, learning rate, seconds).
     """
@@ -291,8 +294,8 @@ def fit(method: TrainableMethod, train_data, val_data, config: LoopConfig, run_d
         if dist_info.is_main:
             if value < best["value"]:
                 best = {"epoch": epoch + 1, "value": value}
-                save_checkpoint(run_dir / BEST_CHECKPOINT, method, epoch + 1, {"best": best})
-            save_checkpoint(run_dir / LAST_CHECKPOINT, method, epoch + 1, {"best": best})
+                save_checkpoint(run_dir / BEST_CHECKPOINT, method, epoch + 1, {"best": best}, metadata)
+            save_checkpoint(run_dir / LAST_CHECKPOINT, method, epoch + 1, {"best": best}, metadata)
             _append_log(log_path, epoch + 1, train_losses, val_losses, lr, time.perf_counter() - epoch_start)
             if config.progress:
                 shown = ", ".join(f"{k} {v:.4g}" for k, v in {**train_losses,

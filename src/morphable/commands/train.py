@@ -24,6 +24,9 @@ def register(subparsers) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run in --out from its last checkpoint (its config.json wins)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     parser.set_defaults(func=run_train)
 
 
@@ -48,7 +51,10 @@ def config_from_args(args: argparse.Namespace):
 def run_train(args: argparse.Namespace) -> int:
     from morphable.experiment import train_experiment
 
-    metrics = train_experiment(config_from_args(args), args.out, overwrite=args.overwrite)
+    metrics = train_experiment(config_from_args(args), args.out, overwrite=args.overwrite, resume=args.resume,
+                               progress=not args.quiet)
+    if not metrics:  # a non-zero rank under torchrun
+        return 0
     print(f"{args.preset}: test mean {metrics['mean_mm']:.3f} +- {metrics['std_mm']:.3f} mm, "
           f"median {metrics['median_mm']:.3f} mm  ->  {args.out}")
     return 0
