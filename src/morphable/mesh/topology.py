@@ -1,0 +1,163 @@
+"""Mesh connectivity as sparse matrices: edges, adjacency, components, boundaries, Laplacians.
+
+Everything here is numpy/scipy and vectorised (no per-vertex Python loops); torch is imported
+only inside :func:`to_torch_sparse`.
+
+Conventions: ``faces (F, 3)`` int64 with counter-clockwise (outward) orientation, vertices
+``0..V-1``. Undirected edges are rows ``(i, j)`` with ``i < j``, sorted lexicographically.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components as _cc
+
+
+def half_edges(faces: np.ndarray) -> np.ndarray:
+    """Directed edges of every face corner, ``(3F, 2)``: ``(a, b), (b, c), (c, a)`` per face ``(a, b, c)``.
+
+    Row ``k * F + f`` is the ``k``-th half-edge of face ``f``.
+    """
+    f = np.asarray(faces, dtype=np.int64)
+    return np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], axis=0)
+
+
+def _edge_keys(faces: np.ndarray) -> tuple[np.ndarray, int]:
+    """Undirected key ``min * n + max`` of every half-edge ``(3F,)`` and the key base ``n``."""
+    he = half_edges(faces)
+    n = int(he.max()) + 1 if len(he) else 1
+    return np.minimum(he[:, 0], he[:, 1]) * n + np.maximum(he[:, 0], he[:, 1]), n
+
+
+def edges(faces: np.ndarray) -> np.ndarray:
+    """Unique undirected edges ``(E, 2)`` with ``i < j``, sorted lexicographically."""
+    key, n = _edge_keys(faces)
+    u = np.unique(key)
+    return np.stack([u // n, u % n], axis=1)
+
+
+def edge_face_counts(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique undirected edges ``(E, 2)`` and how many faces contain each ``(E,)``.
+
+    A count of 1 marks a boundary edge, 2 an interior manifold edge, 3 or more a non-manifold edge.
+    """
+    key, n = _edge_keys(faces)
+    u, counts = np.unique(key, return_counts=True)
+    return np.stack([u // n, u % n], axis=1), counts
+
+
+def boundary_mask(faces: np.ndarray) -> np.ndarray:
+    """``(3F,)`` bool: which rows of :func:`half_edges` lie on an open boundary (one face only)."""
+    key, _ = _edge_keys(faces)
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    return counts[inverse] == 1
+
+
+def boundary_edges(faces: np.ndarray) -> np.ndarray:
+    """Boundary half-edges ``(B, 2)`` in face orientation: edges used by exactly one face."""
+    return half_edges(faces)[boundary_mask(faces)]
+
+
+def boundary_vertices(faces: np.ndarray, n_vertices: int) -> np.ndarray:
+    """Boolean mask ``(V,)`` of vertices on an open boundary."""
+    mask = np.zeros(n_vertices, dtype=bool)
+    mask[boundary_edges(faces).ravel()] = True
+    return mask
+
+
+def adjacency(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
+    """Symmetric 0/1 vertex adjacency ``A (V, V)`` float64 CSR: ``A_ij = 1`` iff ``(i, j)`` is an edge."""
+    e = edges(faces)
+    rows = np.concatenate([e[:, 0], e[:, 1]])
+    cols = np.concatenate([e[:, 1], e[:, 0]])
+    a = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_vertices, n_vertices))
+    a.sort_indices()
+    return a
+
+
+def vertex_faces(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
+    """Incidence ``(V, F)`` CSR: row ``v`` lists the faces that contain ``v`` (data = corner 1, 2, 3)."""
+    f = np.asarray(faces, dtype=np.int64)
+    n_faces = len(f)
+    rows = f.T.ravel()
+    cols = np.tile(np.arange(n_faces), 3)
+    corner = np.repeat(np.arange(1, 4), n_faces)
+    m = sp.csr_matrix((corner, (rows, cols)), shape=(n_vertices, n_faces))
+    m.sort_indices()
+    return m
+
+
+def connected_components(faces: np.ndarray, n_vertices: int) -> tuple[int, np.ndarray]:
+    """Connected components of the edge graph: ``(count, labels (V,))``.
+
+    Labels are numbered in order of each component's smallest vertex index; an unreferenced
+    vertex is a component of its own.
+    """
+    count, labels = _cc(adjacency(faces, n_vertices), directed=False)
+    first = np.full(count, n_vertices, dtype=np.int64)
+    np.minimum.at(first, labels, np.arange(n_vertices))
+    relabel = np.empty(count, dtype=np.int64)
+    relabel[np.argsort(first, kind="stable")] = np.arange(count)
+    return int(count), relabel[labels]
+
+
+def normalized_laplacian(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
+    r"""Normalised graph Laplacian ``L = I - D^{-1/2} A D^{-1/2}`` ``(V, V)`` CSR float64.
+
+    ``A`` is the 0/1 edge adjacency and ``D = diag(A 1)``; an isolated vertex gets ``L_ii = 0``.
+    The eigenvalues of ``L`` lie in ``[0, 2]``.
+    """
+    a = adjacency(faces, n_vertices)
+    deg = np.asarray(a.sum(axis=1)).ravel()
+    inv_sqrt = np.zeros_like(deg)
+    inv_sqrt[deg > 0] = 1.0 / np.sqrt(deg[deg > 0])
+    norm_a = sp.diags(inv_sqrt) @ a @ sp.diags(inv_sqrt)
+    lap = sp.diags((deg > 0).astype(np.float64)) - norm_a
+    lap = sp.csr_matrix(lap)
+    lap.sort_indices()
+    return lap
+
+
+def chebyshev_laplacian(faces: np.ndarray, n_vertices: int, lmax: float = 2.0) -> sp.csr_matrix:
+    r"""Scaled Laplacian for Chebyshev filters (CoMA): ``\tilde L = 2 L / l_max - I`` ``(V, V)`` CSR.
+
+    With the default ``l_max = 2`` this is ``L - I = -D^{-1/2} A D^{-1/2}`` (isolated vertices:
+    ``-1`` on the diagonal); its eigenvalues lie in ``[-1, 1]``.
+    """
+    lap = normalized_laplacian(faces, n_vertices) * (2.0 / lmax) - sp.identity(n_vertices, format="csr")
+    lap = sp.csr_matrix(lap)
+    lap.eliminate_zeros()
+    lap.sort_indices()
+    return lap
+
+
+def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Unnormalised face normals ``(F, 3)``: ``(b - a) x (c - a)`` (length = twice the area)."""
+    v = np.asarray(vertices, dtype=np.float64)
+    a = v[faces[:, 0]]
+    u, w = v[faces[:, 1]] - a, v[faces[:, 2]] - a
+    out = np.empty_like(u)
+    out[:, 0] = u[:, 1] * w[:, 2] - u[:, 2] * w[:, 1]
+    out[:, 1] = u[:, 2] * w[:, 0] - u[:, 0] * w[:, 2]
+    out[:, 2] = u[:, 0] * w[:, 1] - u[:, 1] * w[:, 0]
+    return out
+
+
+def to_torch_sparse(matrix: sp.spmatrix, dtype: Any = None, device: Any = None) -> Any:
+    """A scipy sparse matrix as a torch sparse COO tensor (coalesced), e.g. for model buffers.
+
+    Args:
+        matrix: any scipy sparse matrix ``(M, N)``.
+        dtype: torch dtype of the values (default ``torch.float32``).
+        device: torch device (default CPU).
+    """
+    import torch
+
+    coo = sp.coo_matrix(matrix)
+    index = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+    values = torch.from_numpy(np.asarray(coo.data, dtype=np.float64))
+    tensor = torch.sparse_coo_tensor(index, values.to(dtype or torch.float32), size=coo.shape, check_invariants=True)
+    return tensor.coalesce().to(device) if device is not None else tensor.coalesce()

@@ -1,0 +1,105 @@
+"""Mesh topology: edges, boundaries, components, Laplacians against naive loops and dense references."""
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from mesh_fixtures import head_with_eyes, icosphere, open_cap
+from morphable.mesh.topology import (adjacency, boundary_edges, boundary_vertices, chebyshev_laplacian,
+                                     connected_components, edge_face_counts, edges, face_normals,
+                                     normalized_laplacian, to_torch_sparse, vertex_faces)
+
+
+def _naive_edge_counts(faces):
+    counts = {}
+    for face in faces.tolist():
+        for k in range(3):
+            a, b = face[k], face[(k + 1) % 3]
+            key = (min(a, b), max(a, b))
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def test_edges_and_face_counts_match_naive_loop():
+    v, f = open_cap(2)
+    naive = _naive_edge_counts(f)
+    e, counts = edge_face_counts(f)
+    assert [tuple(x) for x in e.tolist()] == sorted(naive)
+    assert counts.tolist() == [naive[k] for k in sorted(naive)]
+    np.testing.assert_array_equal(edges(f), e)
+    # Euler characteristic of a closed genus-0 surface: V - E + F = 2.
+    vs, fs = icosphere(2)
+    assert len(vs) - len(edges(fs)) + len(fs) == 2
+
+
+def test_boundary_edges_follow_face_orientation():
+    v, f = open_cap(2)
+    naive = _naive_edge_counts(f)
+    b = boundary_edges(f)
+    assert len(b) == sum(1 for c in naive.values() if c == 1) > 0
+    directed = {(face[k], face[(k + 1) % 3]) for face in f.tolist() for k in range(3)}
+    for a, c in b.tolist():
+        assert (a, c) in directed and (c, a) not in directed
+    mask = boundary_vertices(f, len(v))
+    assert set(np.nonzero(mask)[0].tolist()) == set(b.ravel().tolist())
+    # One boundary loop: every boundary vertex has exactly one outgoing boundary half-edge.
+    assert np.bincount(b[:, 0], minlength=len(v))[mask].tolist() == [1] * mask.sum()
+    assert len(boundary_edges(icosphere(1)[1])) == 0
+
+
+def test_connected_components_of_head_with_eyes():
+    v, f = head_with_eyes(2)
+    count, labels = connected_components(f, len(v))
+    assert count == 3
+    sizes = np.bincount(labels)
+    assert sizes.tolist() == [162, 162, 162]
+    assert labels[0] == 0 and labels[-1] == 2
+    for face in f:
+        assert labels[face[0]] == labels[face[1]] == labels[face[2]]
+
+
+def test_adjacency_and_vertex_faces_match_naive():
+    v, f = open_cap(1)
+    n = len(v)
+    dense = np.zeros((n, n))
+    incidence = np.zeros((n, len(f)))
+    for i, face in enumerate(f):
+        for k in range(3):
+            dense[face[k], face[(k + 1) % 3]] = dense[face[(k + 1) % 3], face[k]] = 1
+            incidence[face[k], i] = k + 1
+    np.testing.assert_array_equal(adjacency(f, n).toarray(), dense)
+    np.testing.assert_array_equal(vertex_faces(f, n).toarray(), incidence)
+
+
+def test_laplacians_match_dense_construction_and_spectrum():
+    v, f = head_with_eyes(1)
+    n = len(v)
+    a = adjacency(f, n).toarray()
+    d = a.sum(axis=1)
+    naive = np.eye(n) - a / np.sqrt(np.outer(d, d))
+    lap = normalized_laplacian(f, n)
+    np.testing.assert_allclose(lap.toarray(), naive, atol=1e-14)
+    cheb = chebyshev_laplacian(f, n)
+    dense = cheb.toarray()
+    np.testing.assert_allclose(dense, naive - np.eye(n), atol=1e-14)
+    np.testing.assert_array_equal(dense, dense.T)
+    eig = np.linalg.eigvalsh(dense)
+    assert eig.min() >= -1 - 1e-12 and eig.max() <= 1 + 1e-12
+    # Three components: eigenvalue 0 of L (-1 of the scaled form) has multiplicity 3; the graph
+    # is not bipartite (triangles), so +1 is not reached.
+    assert np.sum(np.abs(eig + 1) < 1e-9) == 3
+    assert eig.max() < 1 - 1e-6
+    assert isinstance(cheb, sp.csr_matrix)
+
+
+def test_face_normals_and_torch_sparse():
+    v, f = icosphere(1)
+    tri = v[f]
+    np.testing.assert_allclose(face_normals(v, f), np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]))
+    # Outward orientation of the icosphere: normals point away from the centre.
+    assert ((face_normals(v, f) * tri.mean(axis=1)).sum(axis=1) > 0).all()
+    cheb = chebyshev_laplacian(f, len(v))
+    t = to_torch_sparse(cheb, dtype=torch.float64)
+    x = np.random.default_rng(0).normal(size=(len(v), 4))
+    np.testing.assert_allclose((t @ torch.from_numpy(x)).numpy(), cheb @ x, atol=1e-12)
+    assert to_torch_sparse(cheb).dtype == torch.float32 and t.is_coalesced()
