@@ -90,3 +90,21 @@ def test_train_eval_round_trip_and_mismatched_checkpoint(tmp_path, capsys):
     _run_expecting_error(capsys, ["eval", str(tmp_path / "nothing")], "not a run folder")
     _run_expecting_error(capsys, ["train", "pca", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "run")],
                          "not empty")
+
+
+def test_all_folds_table_and_run_comparison(tmp_path, capsys):
+    _dataset(tmp_path / "d")
+    assert main(["train", "pca", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "folds"), "--latent", "2",
+                 "--split", "extrapolation", "--fold", "all", "--quiet"]) == 0
+    import json
+
+    table = json.loads((tmp_path / "folds" / "folds.json").read_text())
+    assert sorted(table["folds"]) == ["e0", "e1", "e2"] and table["protocol"] == "extrapolation"
+    for fold, row in table["folds"].items():
+        metrics = json.loads((tmp_path / "folds" / fold / "metrics.json").read_text())
+        assert metrics["fold"] == fold and row["mean_mm"] == metrics["mean_mm"]
+    assert main(["eval", str(tmp_path / "folds"), "--extrapolation"]) == 0
+    assert "| e1 |" in capsys.readouterr().out
+    assert main(["eval", str(tmp_path / "folds" / "e0"), "--compare", str(tmp_path / "folds" / "e1")]) == 0
+    assert (tmp_path / "folds" / "e0" / "plots" / "compare_cumulative_error.png").exists()
+    assert (tmp_path / "folds" / "e0" / "plots" / "latent_interpolation.png").exists()

@@ -2,7 +2,7 @@
 
 ``train_experiment`` validates the data before anything is written, creates the run folder, fits
 the model on the training split and evaluates it; ``evaluate_run`` re-evaluates a finished run from
-its folder alone. Methods plug in through :func:`fit_method` and :func:`load_reconstructor`.
+its folder alone. Methods plug in through :func:`fit_method` and :func:`load_codec`.
 """
 
 from __future__ import annotations
@@ -10,19 +10,14 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 
 from morphable.config import AUTOENCODER_METHODS, ExperimentConfig, config_from_dict
-from morphable.data.registered import RegisteredDataset, Split, load_registered, make_split
+from morphable.data.registered import RegisteredDataset, Split, load_registered, make_split, protocol_folds
 from morphable.errors import MorphableError, input_error
 from morphable.evaluate import evaluate_reconstructions
 from morphable.io import load_weights, save_weights
 from morphable.runs import Run
-
-Reconstructor = Callable[[np.ndarray], np.ndarray]
-
 
 def prepare_data(config: ExperimentConfig) -> tuple[RegisteredDataset, Split]:
     dataset = load_registered(config.data.path, unit=config.data.unit, template=config.data.template)
@@ -48,8 +43,9 @@ def fit_method(config: ExperimentConfig, run: Run, dataset: RegisteredDataset, s
     raise input_error("config", f"method '{config.method}' cannot be trained here")
 
 
-def load_reconstructor(run: Run, config: ExperimentConfig, n_vertices: int) -> Reconstructor:
-    """A function ``(N, V, 3) -> (N, V, 3)`` that encodes and decodes with the run's weights."""
+def load_codec(run: Run, config: ExperimentConfig, n_vertices: int):
+    """The trained model of a run: an object with ``encode``, ``decode`` and ``reconstruct`` on ``(N, V, 3)``
+    meshes in the data's unit. Learned aggregation matrices are frozen into sparse pooling."""
     tensors, meta = load_weights(run.weights_path)
     if meta.get("n_vertices") != str(n_vertices):
         raise input_error(run.weights_path, f"checkpoint is for {meta.get('n_vertices')} vertices, "
@@ -57,9 +53,9 @@ def load_reconstructor(run: Run, config: ExperimentConfig, n_vertices: int) -> R
     if config.method == "pca":
         from morphable.explicit.pca import PCAModel
 
-        return PCAModel.from_state(tensors).reconstruct
+        return PCAModel.from_state(tensors)
     if config.method in AUTOENCODER_METHODS:
-        return load_autoencoder(run, config, template_of(run, config)).reconstruct
+        return load_autoencoder(run, config, template_of(run, config))
     raise input_error(run.weights_path, f"method '{config.method}' cannot be evaluated here")
 
 
@@ -112,18 +108,45 @@ def load_autoencoder(run: Run, config: ExperimentConfig, template: tuple[np.ndar
     return method
 
 
-def evaluate_split(run: Run, reconstruct: Reconstructor, dataset: RegisteredDataset, split: Split) -> dict:
-    """Metrics on the test (and validation) meshes; writes plots, meshes and ``metrics.json``."""
+def freeze_aggregations(network) -> int:
+    """Replace every learned aggregation by a fixed sparse :class:`Pool` with its trained matrix."""
+    from morphable.explicit.pooling import LearnedAggregation
+
+    frozen = 0
+    for modules in (network.downs, network.ups):
+        for i, module in enumerate(modules):
+            if isinstance(module, LearnedAggregation):
+                modules[i] = module.freeze()
+                frozen += 1
+    return frozen
+
+
+def evaluate_split(run: Run, codec, dataset: RegisteredDataset, split: Split) -> dict:
+    """Metrics on the test (and validation) meshes; writes plots, meshes and ``metrics.json``.
+
+    Also draws the latent interpolation between the first and last test mesh and, for models with
+    learned aggregation, the QEM vs learned mapping matrices; learned matrices are then frozen
+    into sparse pooling for the reconstructions.
+    """
+    from morphable.explicit.figures import interpolation_strip, mapping_matrices_figure
+
+    network = getattr(codec, "network", None)
+    if network is not None and mapping_matrices_figure(run, network):
+        freeze_aggregations(network)
     results = {}
     for name in ("test", "val"):
         idx = getattr(split, name)
         if len(idx) == 0:
             continue
         part = dataset.subset(idx)
-        pred = reconstruct(part.vertices)
+        pred = codec.reconstruct(part.vertices)
         titles = [f"{s}\n{e} {f}".strip() for s, e, f in zip(part.subjects, part.expressions, part.frames)]
         results[name] = evaluate_reconstructions(run, name, pred, part.vertices, dataset.faces, dataset.to_mm,
                                                  part.expressions, titles)
+    test_set = dataset.subset(split.test)
+    interpolation_strip(run, codec, test_set.vertices[0], test_set.vertices[-1], dataset.faces,
+                        (f"{test_set.subjects[0]} {test_set.expressions[0]}".strip() or "first",
+                         f"{test_set.subjects[-1]} {test_set.expressions[-1]}".strip() or "last"))
     test = results["test"]
     metrics = {k: test[k] for k in ("mean_mm", "std_mm", "median_mm", "max_mm")}
     metrics.update({"protocol": split.protocol, "fold": split.fold, "split_sizes": split.sizes(),
@@ -156,7 +179,7 @@ def train_experiment(config: ExperimentConfig, out: str | Path, overwrite: bool 
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 evaluates and writes
         return {}
     fit_seconds = time.perf_counter() - start
-    metrics = evaluate_split(run, load_reconstructor(run, config, dataset.n_vertices), dataset, split)
+    metrics = evaluate_split(run, load_codec(run, config, dataset.n_vertices), dataset, split)
     metrics["fit"] = {**fit_info, "seconds": round(fit_seconds, 3)}
     run.write_metrics(metrics)
     return metrics
@@ -170,7 +193,7 @@ def evaluate_run(path: str | Path, data: str | None = None) -> dict:
         config.data.path = data
     dataset, split = prepare_data(config)
     previous = _previous_metrics(run)
-    metrics = evaluate_split(run, load_reconstructor(run, config, dataset.n_vertices), dataset, split)
+    metrics = evaluate_split(run, load_codec(run, config, dataset.n_vertices), dataset, split)
     if "fit" in previous:
         metrics["fit"] = previous["fit"]
         run.write_metrics(metrics)
@@ -183,3 +206,59 @@ def _previous_metrics(run: Run) -> dict:
         return run.read_metrics()
     except MorphableError:
         return {}
+
+
+def train_all_folds(config: ExperimentConfig, out: str | Path, overwrite: bool = False,
+                    progress: bool = True) -> dict:
+    """Train one run per fold of the config's protocol into ``out/<fold>/`` and write the fold table."""
+    dataset = load_registered(config.data.path, unit=config.data.unit, template=config.data.template)
+    out = Path(out)
+    for fold in protocol_folds(dataset, config.data.protocol):
+        fold_config = config_from_dict(config.to_dict())
+        fold_config.data.fold = fold
+        if progress:
+            print(f"--- fold {fold} ---", flush=True)
+        train_experiment(fold_config, out / str(fold), overwrite=overwrite, progress=progress)
+    return fold_table(out)
+
+
+def fold_table(folder: str | Path, reevaluate: bool = False) -> dict:
+    """Per-fold table (mean +- std, median mm) of the runs in ``folder/*/`` (Deep3DMM supplement Table 5).
+
+    Writes ``folds.json`` and ``folds.md`` into ``folder``; ``reevaluate`` re-runs each fold's evaluation.
+    """
+    from morphable.io import write_json
+
+    folder = Path(folder)
+    runs = sorted(p for p in folder.iterdir() if (p / "config.json").exists()) if folder.is_dir() else []
+    if not runs:
+        raise input_error(folder, "no fold runs (sub-folders with config.json) found")
+    rows = {}
+    for path in runs:
+        metrics = evaluate_run(path) if reevaluate else Run.open(path).read_metrics()
+        rows[str(metrics.get("fold", path.name))] = {k: metrics[k] for k in ("mean_mm", "std_mm", "median_mm")}
+    protocol = Run.open(runs[0]).config["data"]["protocol"]
+    means = np.array([r["mean_mm"] for r in rows.values()])
+    table = {"protocol": protocol, "method": Run.open(runs[0]).config["method"], "folds": rows,
+             "mean_of_folds_mm": float(means.mean())}
+    write_json(folder / "folds.json", table)
+    lines = [f"# {table['method']}: {protocol} folds", "", "| fold | mean +- std (mm) | median (mm) |",
+             "| --- | --- | --- |"]
+    lines += [f"| {k} | {v['mean_mm']:.3f} +- {v['std_mm']:.3f} | {v['median_mm']:.3f} |" for k, v in rows.items()]
+    lines += ["", f"Mean over folds: {table['mean_of_folds_mm']:.3f} mm"]
+    (folder / "folds.md").write_text("\n".join(lines) + "\n")
+    return table
+
+
+def compare_runs(paths: list[str | Path], out: str | Path) -> Path:
+    """One cumulative-error plot with the test curves of several runs (Deep3DMM supplement Fig. 1)."""
+    from morphable.viz import cumulative_error_plot
+
+    curves = {}
+    for path in paths:
+        run = Run.open(path)
+        curve = run.read_metrics()["splits"]["test"]["curve"]
+        curves[f"{run.config['method']} ({Path(path).name})"] = (np.array(curve["thresholds_mm"]),
+                                                                  np.array(curve["fraction"]))
+    cumulative_error_plot(out, curves, "Cumulative per-vertex error, test set")
+    return Path(out)

@@ -16,7 +16,8 @@ def register(subparsers) -> None:
     parser.add_argument("--template", help="mesh with the faces of a .npy dataset")
     parser.add_argument("--split", dest="protocol", default="interpolation",
                         choices=("interpolation", "extrapolation", "identity"), help="CoMA protocol")
-    parser.add_argument("--fold", help="held-out expression (extrapolation) or subject (identity)")
+    parser.add_argument("--fold", help="held-out expression (extrapolation) or subject (identity); 'all' trains "
+                                       "every fold into OUT/<fold>/ and writes OUT/folds.md")
     parser.add_argument("--latent", type=int, help="latent size (default: the preset's)")
     parser.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
     parser.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
@@ -49,8 +50,14 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from morphable.experiment import train_experiment
+    from morphable.experiment import train_all_folds, train_experiment
 
+    if args.fold == "all":
+        config = config_from_args(args)
+        config.data.fold = None
+        table = train_all_folds(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
+        print(open(f"{args.out}/folds.md").read().rstrip())
+        return 0 if table else 1
     metrics = train_experiment(config_from_args(args), args.out, overwrite=args.overwrite, resume=args.resume,
                                progress=not args.quiet)
     if not metrics:  # a non-zero rank under torchrun
