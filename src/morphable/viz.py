@@ -90,7 +90,9 @@ def mesh_grid(path: str | os.PathLike, meshes: Sequence[np.ndarray], faces: np.n
     n = len(meshes)
     cols = min(columns, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.5 * rows + (0.4 if suptitle else 0)), squeeze=False)
+    height = 2.5 * rows + (0.5 if suptitle else 0)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, height), squeeze=False)
+    fig.subplots_adjust(top=1 - 0.75 / height, bottom=0.02, left=0.02, right=0.85 if values is not None else 0.98)
     for i, ax in enumerate(axes.ravel()):
         if i >= n:
             ax.axis("off")

@@ -31,6 +31,10 @@ def register(subparsers) -> None:
     info.add_argument("--template", help="mesh with the faces of a .npy dataset")
     info.set_defaults(func=run_info)
 
+    from morphable.commands.implicit import add_data_parsers
+
+    add_data_parsers(sub)
+
 
 def _add_sequence_args(parser: argparse.ArgumentParser, subjects: int, expressions: int, frames: int) -> None:
     parser.add_argument("--subjects", type=int, default=subjects, help=f"number of subjects (default {subjects})")
@@ -52,10 +56,9 @@ def _check_counts(args: argparse.Namespace) -> None:
 
 
 def write_preview(out_dir: Path, vertices, faces, subjects: list[str], expressions: list[str], title: str) -> Path:
-    """A PNG grid with the peak frame of every expression of the first subject, then other subjects."""
+    """A PNG grid with the most expressive frame of every expression of the first subject, then other subjects."""
     import numpy as np
 
-    from morphable.data.linear_model import expression_ramp
     from morphable.viz import mesh_grid
 
     subjects_arr, expressions_arr = np.asarray(subjects), np.asarray(expressions)
@@ -63,7 +66,7 @@ def write_preview(out_dir: Path, vertices, faces, subjects: list[str], expressio
     picks, titles = [], []
     for name in sorted(set(expressions)):
         idx = np.nonzero(first & (expressions_arr == name))[0]
-        peak = idx[int(np.argmax(expression_ramp(len(idx))))]
+        peak = idx[int(np.argmax(np.abs(vertices[idx] - vertices[idx[0]]).sum(axis=(1, 2))))]
         picks.append(peak)
         titles.append(f"{subjects[peak]}\n{name}")
     for s in sorted(set(subjects))[1:7]:
