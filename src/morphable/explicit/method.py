@@ -1,0 +1,99 @@
+"""Training and inference glue for the mesh autoencoders (the loop's ``TrainableMethod``).
+
+Training minimises the L1 distance between input and reconstruction of per-vertex normalised
+meshes (``(x - mean) / std`` with train statistics), as in CoMA; the normaliser is saved in the
+checkpoint next to the weights, so a run can be evaluated from its folder alone.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from morphable.config import ExperimentConfig
+from morphable.data.registered import Normaliser
+from morphable.explicit.autoencoder import MeshAutoencoder
+from morphable.mesh.hierarchy import MeshHierarchy, build_or_load_hierarchy
+
+
+def template_hierarchy(vertices: np.ndarray, faces: np.ndarray, factors: list[int]) -> MeshHierarchy:
+    """The hierarchy of a template, cached on disk by a hash of the template and the settings."""
+    cache = Path(os.environ.get("MORPHABLE_CACHE", Path.home() / ".cache" / "morphable")) / "hierarchies"
+    return build_or_load_hierarchy(vertices, faces, factors=tuple(factors), cache_dir=cache)
+
+
+def make_optimizer(config: ExperimentConfig, params) -> torch.optim.Optimizer:
+    t = config.train
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    raise ValueError(f"unknown optimizer '{t.optimizer}'")
+
+
+class AutoencoderMethod:
+    """L1 autoencoder training of :class:`MeshAutoencoder` on normalised meshes."""
+
+    def __init__(self, config: ExperimentConfig, hierarchy: MeshHierarchy, normaliser: Normaliser,
+                 device: torch.device):
+        torch.manual_seed(config.seed)
+        self.device = device
+        self.network = MeshAutoencoder(config.model, hierarchy).to(device)
+        self.forward_network = self.network
+        self.mean = torch.as_tensor(normaliser.mean, device=device)
+        self.std = torch.as_tensor(normaliser.std, device=device)
+        self._optimizer = make_optimizer(config, self.network.parameters())
+        self._scheduler = torch.optim.lr_scheduler.ExponentialLR(self._optimizer, config.train.lr_decay)
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self._optimizer]
+
+    def schedulers(self) -> list:
+        return [self._scheduler]
+
+    def training_step(self, batch: torch.Tensor, step: int) -> dict[str, float]:
+        x = batch.to(self.device, non_blocking=True)
+        loss = (self.forward_network(x) - x).abs().mean()
+        self._optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._optimizer.step()
+        return {"loss": loss.item()}
+
+    def validation_step(self, batch: torch.Tensor) -> dict[str, float]:
+        x = batch.to(self.device)
+        recon = self.network(x)
+        error = ((recon - x) * self.std).norm(dim=-1).mean()
+        return {"loss": (recon - x).abs().mean().item(), "error": error.item()}
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        return {"normaliser_mean": self.mean, "normaliser_std": self.std}
+
+    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.mean = state["normaliser_mean"].to(self.device)
+        self.std = state["normaliser_std"].to(self.device)
+
+    @torch.no_grad()
+    def reconstruct(self, vertices: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Encode and decode raw meshes ``(N, V, 3)`` (in the data's unit) -> ``(N, V, 3)``."""
+        self.network.eval()
+        out = []
+        for start in range(0, len(vertices), batch_size):
+            x = torch.as_tensor(vertices[start:start + batch_size], dtype=torch.float32, device=self.device)
+            recon = self.network((x - self.mean) / self.std) * self.std + self.mean
+            out.append(recon.cpu().numpy())
+        return np.concatenate(out)
+
+    @torch.no_grad()
+    def encode(self, vertices: np.ndarray) -> np.ndarray:
+        x = torch.as_tensor(vertices, dtype=torch.float32, device=self.device)
+        return self.network.encode((x - self.mean) / self.std).cpu().numpy()
+
+    @torch.no_grad()
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        z = torch.as_tensor(codes, dtype=torch.float32, device=self.device)
+        return (self.network.decode(z) * self.std + self.mean).cpu().numpy()
