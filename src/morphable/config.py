@@ -76,8 +76,57 @@ class AutoencoderConfig:
     fusion_init: list[float] = field(default_factory=lambda: [0.8, 0.2])
 
 
+@dataclass
+class ImplicitConfig:
+    """Optimisation of an auto-decoded implicit identity model (thesis 5.2.2): codes of size ``latent`` in a
+    table with ``max_norm``, SparseAdam at ``lr_latent`` for the codes (AdamW at ``TrainConfig.lr`` for the
+    network), step decays by ``TrainConfig.lr_decay`` every ``decay_interval`` / ``decay_interval_latent``
+    epochs, gradient-norm clipping ``grad_clip`` / ``grad_clip_latent``. Points per shape and iteration:
+    ``surface_face`` / ``surface_nonface`` (also per near-surface level) and ``ball``. ``loss_weights``
+    overrides the method's default weights (``implicit.losses.LossWeights`` field names).
+    ``radius``: the sphere the network starts as (geometric initialisation).
+    """
+
+    latent: int = 512
+    max_norm: float = 1.0
+    lr_latent: float = 1e-3
+    grad_clip: float = 0.1
+    grad_clip_latent: float = 0.1
+    decay_interval: int = 1000
+    decay_interval_latent: int = 2000
+    surface_face: int = 750
+    surface_nonface: int = 250
+    ball: int = 300
+    radius: float = 0.5
+    loss_weights: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class NPMConfig(ImplicitConfig):
+    """NPM identity network (``implicit.deepsdf.DeepSDF``): ``n_layers`` x ``hidden``, softplus ``beta``."""
+
+    hidden: int = 1024
+    n_layers: int = 8
+    beta: float = 100.0
+
+
+@dataclass
+class TriplaneConfig(ImplicitConfig):
+    """Tri-plane identity model (``implicit.triplane.TriplaneSDF``): ``channels`` x ``resolution``^2 planes
+    from a DCGAN generator (``base_channels``), decoder ``n_layers`` x ``hidden``, softplus ``beta``."""
+
+    channels: int = 32
+    resolution: int = 256
+    base_channels: int = 64
+    hidden: int = 256
+    n_layers: int = 5
+    beta: float = 100.0
+
+
 AUTOENCODER_METHODS = ("coma", "neural3dmm", "spiralnet++", "deep3dmm-spectral", "deep3dmm-spiral")
-MODEL_CONFIGS: dict[str, type] = {"pca": PCAConfig, **{m: AutoencoderConfig for m in AUTOENCODER_METHODS}}
+IMPLICIT_METHODS = ("npm", "triplane")
+MODEL_CONFIGS: dict[str, type] = {"pca": PCAConfig, **{m: AutoencoderConfig for m in AUTOENCODER_METHODS},
+                                  "npm": NPMConfig, "triplane": TriplaneConfig}
 
 
 @dataclass
@@ -144,7 +193,29 @@ def _spiralnet() -> ExperimentConfig:
                             train=TrainConfig(epochs=300, batch_size=32, optimizer="adam", lr=1e-3, lr_decay=0.99))
 
 
+def _implicit(method: str, model: ImplicitConfig, batch_size: int, epochs: int, lr: float = 5e-5) -> ExperimentConfig:
+    """Thesis 5.2.2: AdamW lr 5e-5, weight decay 0.02, decay x0.75 (every 1000 epochs; codes 1e-3 every 2000),
+    gradient clipping 0.1; batch 32 (NPM and 3D-only ablations) or 4 (tri-plane model)."""
+    return ExperimentConfig(method=method, model=model,
+                            train=TrainConfig(epochs=epochs, batch_size=batch_size, optimizer="adamw", lr=lr,
+                                              lr_decay=0.75, weight_decay=0.02))
+
+
+def _implicit_small(method: str, model: ImplicitConfig) -> ExperimentConfig:
+    """CPU-sized: tiny network, 128 + 64 points per shape, higher learning rates, no clipping, 20 epochs."""
+    small = dict(latent=16, lr_latent=1e-2, grad_clip=0.0, grad_clip_latent=0.0, surface_face=96, surface_nonface=32,
+                 ball=64)
+    for name, value in small.items():
+        setattr(model, name, value)
+    return _implicit(method, model, batch_size=2, epochs=20, lr=1e-3)
+
+
 PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
+    "npm": lambda: _implicit("npm", NPMConfig(), batch_size=32, epochs=10000),
+    "npm-small": lambda: _implicit_small("npm", NPMConfig(hidden=64, n_layers=4)),
+    "triplane": lambda: _implicit("triplane", TriplaneConfig(), batch_size=4, epochs=15000),
+    "triplane-small": lambda: _implicit_small("triplane", TriplaneConfig(channels=8, resolution=32, base_channels=16,
+                                                                          hidden=32, n_layers=3)),
     "pca": lambda: ExperimentConfig(method="pca", model=PCAConfig(latent=8)),
     "coma": _coma,
     "deep3dmm-spectral": lambda: _coma("fused", "deep3dmm-spectral"),

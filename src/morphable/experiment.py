@@ -75,8 +75,9 @@ def _fit_autoencoder(config: ExperimentConfig, run: Run, dataset: RegisteredData
     method = AutoencoderMethod(config, hierarchy, normaliser, device)
     train_data = torch.as_tensor(normaliser.apply(train), dtype=torch.float32)
     val_data = torch.as_tensor(normaliser.apply(dataset.vertices[split.val]), dtype=torch.float32)
-    np.save(run.file("template_vertices.npy"), dataset.vertices[split.train[0]])
-    np.save(run.file("template_faces.npy"), dataset.faces)
+    if dist_info.is_main:
+        np.save(run.file("template_vertices.npy"), dataset.vertices[split.train[0]])
+        np.save(run.file("template_faces.npy"), dataset.faces)
     loop = LoopConfig(epochs=config.train.epochs, batch_size=config.train.batch_size, seed=config.seed,
                       progress=progress)
     summary = fit(method, train_data, val_data if len(val_data) else None, loop, run.path, device, resume=resume,
@@ -172,6 +173,8 @@ def train_experiment(config: ExperimentConfig, out: str | Path, overwrite: bool 
     if resume:
         run = Run.open(out)
         config = config_from_dict(run.config, str(run.path / "config.json"))
+    elif int(os.environ.get("RANK", "0")) != 0:
+        run = Run(out, config.to_dict())  # under torchrun only rank 0 creates and writes the run folder
     else:
         run = Run.create(out, config.to_dict(), overwrite=overwrite)
     start = time.perf_counter()

@@ -266,6 +266,8 @@ def fit(method: TrainableMethod, train_data, val_data, config: LoopConfig, run_d
         epoch_start = time.perf_counter()
         sums: dict[str, float] = {}
         batches = 0
+        if hasattr(train_data, "set_epoch"):  # per-epoch deterministic draws (e.g. SdfDataset)
+            train_data.set_epoch(epoch)
         loader = _epoch_loader(train_data, config, epoch, dist_info, collate)
         bar = None
         if config.progress and dist_info.is_main:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from morphable.config import PRESETS
+from morphable.config import IMPLICIT_METHODS, PRESETS
 
 
 def register(subparsers) -> None:
@@ -52,6 +52,10 @@ def config_from_args(args: argparse.Namespace):
 def run_train(args: argparse.Namespace) -> int:
     from morphable.experiment import train_all_folds, train_experiment
 
+    if PRESETS[args.preset]().method in IMPLICIT_METHODS:
+        from morphable.commands.implicit import run_train_implicit
+
+        return run_train_implicit(args, config_from_args(args))
     if args.fold == "all":
         config = config_from_args(args)
         config.data.fold = None

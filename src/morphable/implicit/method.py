@@ -1,0 +1,195 @@
+"""Auto-decoder training of the implicit identity models (NPM, tri-plane) in the shared loop.
+
+:class:`ImplicitMethod` implements :class:`morphable.train.TrainableMethod`. One code per training shape
+lives in a :class:`~morphable.implicit.deepsdf.LatentTable`; the network is trained with AdamW, the codes
+with SparseAdam (thesis 5.2.2: lr 5e-5 / 1e-3, weight decay 0.02, step decay x0.75 every 1000 / 2000
+epochs, gradient-norm clipping 0.1 for both).
+
+One training step on a batch of B shapes (``SdfDataset`` items, collated) with codes ``z_b``:
+
+* all points of a shape go through the network in one call: surface ``x_s`` (S), near-surface (L S) and
+  ball points ``x_b`` (N_b), and, when the density weight is non-zero, ``x_b + w`` with
+  ``w ~ N(0, 0.01^2 I)`` drawn from a generator seeded by ``(seed, step)``;
+* ``L = l_surface |f(x_s)| + l_normal (1 - cos(grad f(x_s), n)) + l_eikonal | |grad f| - 1 |``
+  (surface, near and ball points) ``+ l_non_surface exp(-10 |f(x_b)|) + l_density (f(x_b) - f(x_b + w))^2``
+  ``+ l_tv TV(planes) + l_triplane |planes| + l_code |z|^2`` (all means, see :mod:`morphable.implicit.losses`).
+
+The non-surface penalty and the density regularisation use the uniform ball points (the thesis'
+"free space within the unit sphere"); the near-surface points enter the eikonal term. Their
+ground-truth SDF is not a training target of these 3D objectives (NPHM's identity training does not
+use it either).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from morphable.config import ExperimentConfig, NPMConfig, TriplaneConfig
+from morphable.errors import MorphableError
+from morphable.implicit.deepsdf import DeepSDF, LatentTable
+from morphable.implicit.losses import (LossWeights, code_regularisation, eikonal_loss, non_surface_loss,
+                                       surface_normal_loss, surface_sdf_loss, total_variation_loss,
+                                       triplane_penalty)
+from morphable.implicit.triplane import TriplaneSDF
+
+DENSITY_NOISE_STD = 0.01
+
+
+class ImplicitNetwork(nn.Module):
+    """The trainable network behind one module (so DDP wraps it): ``forward(codes, points) -> (sdf, planes)``.
+
+    ``sdf``: (B, N); ``planes``: (B, 3, C, R, R) for the tri-plane model, ``None`` for NPM.
+    """
+
+    def __init__(self, field: DeepSDF | TriplaneSDF) -> None:
+        super().__init__()
+        self.field = field
+
+    def forward(self, codes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """codes: (B, Z), points: (B, N, 3) -> sdf (B, N), planes or None."""
+        if isinstance(self.field, TriplaneSDF):
+            planes = self.field.generate_planes(codes)
+            return self.field.decode(planes, points), planes
+        return self.field(codes, points), None
+
+
+def build_field(model: NPMConfig | TriplaneConfig) -> DeepSDF | TriplaneSDF:
+    """The SDF network of a model config."""
+    if isinstance(model, TriplaneConfig):
+        return TriplaneSDF(model.latent, model.channels, model.resolution, model.hidden, model.n_layers,
+                           model.beta, model.base_channels, radius=model.radius)
+    if isinstance(model, NPMConfig):
+        return DeepSDF(model.latent, model.hidden, model.n_layers, beta=model.beta, radius=model.radius)
+    raise TypeError(f"not an implicit model config: {type(model).__name__}")
+
+
+def loss_weights(config: ExperimentConfig) -> LossWeights:
+    """Table 4.1 for the tri-plane model, :meth:`LossWeights.npm` for NPM, with the config's overrides."""
+    base = LossWeights.npm() if config.method == "npm" else LossWeights()
+    unknown = set(config.model.loss_weights) - {f.name for f in dataclasses.fields(LossWeights)}
+    if unknown:
+        raise ValueError(f"unknown loss weights {sorted(unknown)}")
+    return dataclasses.replace(base, **config.model.loss_weights)
+
+
+def clip_sparse_grad_norm_(param: torch.Tensor, max_norm: float) -> float:
+    """Scale a (sparse or dense) gradient to norm at most ``max_norm``; returns the norm before clipping."""
+    if param.grad is None:
+        return 0.0
+    if param.grad.is_sparse:
+        param.grad = param.grad.coalesce()
+        values = param.grad._values()
+    else:
+        values = param.grad
+    norm = float(values.norm())
+    if max_norm > 0 and norm > max_norm:
+        values.mul_(max_norm / (norm + 1e-6))
+    return norm
+
+
+class ImplicitMethod:
+    """NPM or tri-plane identity model with its code table, for :func:`morphable.train.fit`.
+
+    Args:
+        config: an experiment config with ``method`` ``npm`` or ``triplane``.
+        n_codes: number of training shapes (rows of the code table).
+        device: where network and codes live.
+    """
+
+    def __init__(self, config: ExperimentConfig, n_codes: int, device: torch.device) -> None:
+        torch.manual_seed(config.seed)
+        model = config.model
+        self.config = config
+        self.device = device
+        self.weights = loss_weights(config)
+        self.network = ImplicitNetwork(build_field(model)).to(device)
+        self.forward_network: nn.Module = self.network
+        self.codes = LatentTable(n_codes, model.latent, max_norm=model.max_norm).to(device)
+        train = config.train
+        self._optimizers = [
+            torch.optim.AdamW(self.network.parameters(), lr=train.lr, weight_decay=train.weight_decay),
+            torch.optim.SparseAdam(list(self.codes.parameters()), lr=model.lr_latent),
+        ]
+        self._schedulers = [
+            torch.optim.lr_scheduler.StepLR(self._optimizers[0], model.decay_interval, train.lr_decay),
+            torch.optim.lr_scheduler.StepLR(self._optimizers[1], model.decay_interval_latent, train.lr_decay),
+        ]
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return self._optimizers
+
+    def schedulers(self) -> list[Any]:
+        return self._schedulers
+
+    def losses(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        """The weighted 3D objectives of a batch (``SdfDataset`` items collated, B shapes).
+
+        Returns every active loss (weight non-zero) and ``loss``, their weighted sum (a graph to backward).
+        """
+        w = self.weights
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        codes = self.codes(batch["index"])
+        surface, near, ball = batch["surface_points"], batch["near_points"], batch["ball_points"]
+        parts = [surface, near, ball]
+        if w.density:
+            generator = torch.Generator(device=ball.device).manual_seed(self.config.seed * 1_000_003 + step)
+            noise = torch.randn(ball.shape, generator=generator, device=ball.device, dtype=ball.dtype)
+            parts.append(ball + DENSITY_NOISE_STD * noise)
+        points = torch.cat(parts, dim=1).requires_grad_(True)
+        sdf, planes = self.forward_network(codes, points)
+        n_s, n_n, n_b = surface.shape[1], near.shape[1], ball.shape[1]
+        n_geo = n_s + n_n + n_b
+        (grad,) = torch.autograd.grad(sdf[:, :n_geo].sum(), points, create_graph=True)
+        losses: dict[str, torch.Tensor] = {
+            "surface": surface_sdf_loss(sdf[:, :n_s]),
+            "normal": surface_normal_loss(grad[:, :n_s], batch["surface_normals"]),
+            "eikonal": eikonal_loss(grad[:, :n_geo]),
+            "non_surface": non_surface_loss(sdf[:, n_s + n_n:n_geo]),
+        }
+        if w.density:
+            losses["density"] = (sdf[:, n_s + n_n:n_geo] - sdf[:, n_geo:]).square().mean()
+        if planes is not None and w.total_variation:
+            losses["total_variation"] = total_variation_loss(planes)
+        if planes is not None and w.triplane:
+            losses["triplane"] = triplane_penalty(planes)
+        if w.code:
+            losses["code"] = code_regularisation(codes)
+        losses = {k: v for k, v in losses.items() if getattr(w, k)}
+        losses["loss"] = w.total(losses)
+        return losses
+
+    def training_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
+        """One AdamW + SparseAdam update with gradient clipping; returns the losses as floats."""
+        for opt in self._optimizers:
+            opt.zero_grad(set_to_none=True)
+        losses = self.losses(batch, step)
+        losses["loss"].backward()
+        model = self.config.model
+        if model.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), model.grad_clip)
+        clip_sparse_grad_norm_(self.codes.weight, model.grad_clip_latent)
+        for opt in self._optimizers:
+            opt.step()
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def validation_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The same losses without an update (codes are looked up by ``index``); gradients in the points
+        are needed for the normal and eikonal terms, so autograd is on even inside the loop's no_grad."""
+        with torch.enable_grad():
+            return {k: float(v.detach()) for k, v in self.losses(batch, 0).items()}
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """The code table (N, Z)."""
+        return {"codes": self.codes.weight.detach()}
+
+    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        codes = state["codes"]
+        if codes.shape != self.codes.weight.shape:
+            raise MorphableError(f"checkpoint has {tuple(codes.shape)} codes, the model "
+                                 f"{tuple(self.codes.weight.shape)}")
+        with torch.no_grad():
+            self.codes.weight.copy_(codes.to(self.codes.weight))
