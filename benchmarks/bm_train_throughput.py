@@ -1,8 +1,8 @@
 """Training throughput of the mesh autoencoder presets at batch 32 on a ~5,000-vertex template.
 
 For each preset: meshes per CPU-second (process CPU time, meaningful on a shared machine), meshes per
-wall-second with 1 and 2 threads, FLOPs per training step (dense ops counted by torch's
-FlopCounterMode, sparse products of the Chebyshev recursion and the pooling counted analytically),
+wall-second with 1 and 2 threads, FLOPs per training step (counted per layer, see
+``forward_flops``),
 and that FLOP rate as a fraction of this machine's measured float32 matmul rate. When
 torch_geometric is importable, the same CoMA network built from PyG's ``ChebConv`` is measured in
 the same run as the baseline (``pip install torch-geometric``; not a dependency of morphable).
@@ -76,25 +76,42 @@ def _pyg_coma(method) -> None:
     method._optimizer = torch.optim.SGD(net.parameters(), lr=8e-3, momentum=0.9, weight_decay=5e-4)
 
 
-def sparse_flops(network: torch.nn.Module, data: torch.Tensor) -> float:
-    """FLOPs of the sparse products in one forward pass (2 per nonzero per column), counted with hooks.
+def forward_flops(network: torch.nn.Module, data: torch.Tensor) -> float:
+    """FLOPs of one forward pass, counted per layer with hooks (2 per multiply-add).
 
-    Chebyshev convolutions do ``K - 1`` products with the Laplacian on ``B * C_in`` columns; pooling
-    does one product on ``B * C`` columns. Dense work is counted by FlopCounterMode.
+    ChebConv: ``K - 1`` sparse products with the Laplacian on ``B * C_in`` columns plus the ``K``
+    GEMMs; SpiralConv: its GEMM ``(B V, L C_in) x (L C_in, C_out)``; Pool: one sparse product;
+    learned aggregation: the cosine scores ``V_q x V_k x c`` plus its sparse product; Linear: its GEMM.
+    (torch's FlopCounterMode counts a sparse-times-dense product as if the sparse matrix were dense,
+    which overstates the Chebyshev layers by orders of magnitude, so it is not used.)
     """
-    from morphable.explicit.layers import ChebConv, Pool
+    from morphable.explicit.layers import ChebConv, Pool, SpiralConv
+    from morphable.explicit.pooling import LearnedAggregation
 
     total = [0.0]
 
     def hook(module, inputs, output):
         x = inputs[0]
-        columns = x.shape[0] * x.shape[-1]
+        batch, channels = x.shape[0], x.shape[-1]
         if isinstance(module, ChebConv):
-            total[0] += 2.0 * (module.K - 1) * module.laplacian.col.numel() * columns
-        else:
-            total[0] += 2.0 * module.matrix.col.numel() * columns
+            v = x.shape[1]
+            total[0] += 2.0 * (module.K - 1) * module.laplacian.col.numel() * batch * channels
+            total[0] += 2.0 * batch * v * module.K * channels * module.out_channels
+        elif isinstance(module, SpiralConv):
+            total[0] += 2.0 * output.shape[0] * output.shape[1] * module.length * channels * module.out_channels
+        elif isinstance(module, Pool):
+            total[0] += 2.0 * module.matrix.col.numel() * batch * channels
+        elif isinstance(module, LearnedAggregation):
+            nnz = module.n_queries * (module.top_k or module.n_keys)
+            if hasattr(module, "qem"):
+                nnz += module.qem.col.numel()
+            total[0] += 2.0 * module.n_queries * module.n_keys * module.dim + 2.0 * nnz * batch * channels
+        elif isinstance(module, torch.nn.Linear):
+            total[0] += 2.0 * x.numel() // x.shape[-1] * module.in_features * module.out_features
 
-    handles = [m.register_forward_hook(hook) for m in network.modules() if isinstance(m, (ChebConv, Pool))]
+    kinds = (ChebConv, SpiralConv, Pool, LearnedAggregation, torch.nn.Linear)
+    handles = [m.register_forward_hook(hook) for m in network.modules() if isinstance(m, kinds)
+               and not any(isinstance(c, kinds) for c in m.children())]
     with torch.no_grad():
         network(data)
     for h in handles:
@@ -113,12 +130,8 @@ def measure(method, data: torch.Tensor, steps: int, threads: int) -> tuple[float
 
 
 def step_flops(method, data: torch.Tensor) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        method.training_step(data, 0)
-    dense = counter.get_total_flops()
-    return dense + 3.0 * sparse_flops(method.network, data)  # backward: about twice the forward products
+    """FLOPs of a training step: forward plus backward, taken as three times the forward FLOPs."""
+    return 3.0 * forward_flops(method.network, data)
 
 
 def main() -> None:
