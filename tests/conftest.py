@@ -24,3 +24,15 @@ def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not found: {path}")
     return path
+
+
+@pytest.fixture
+def float64_default():
+    """Default dtype float64 (modules built in the test keep float64 matrices exactly) and seed 0."""
+    import torch
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    torch.manual_seed(0)
+    yield
+    torch.set_default_dtype(old)

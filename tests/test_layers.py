@@ -12,14 +12,7 @@ from morphable.explicit.layers import ChebConv, Pool, SparseMatrix, SpiralConv, 
 from morphable.io import load_weights, save_weights
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    """Modules built in float64 keep the test's float64 matrices exactly."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 @pytest.fixture(scope="module")

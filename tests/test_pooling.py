@@ -13,13 +13,7 @@ from morphable.explicit.layers import Pool
 from morphable.explicit.pooling import LearnedAggregation
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 @pytest.fixture(scope="module")
