@@ -113,10 +113,10 @@ def test_chebconv_init_and_validation(mesh):
     n = len(mesh.vertices)
     lap = dense_scaled_laplacian(mesh.faces, n)
     conv = ChebConv(16, 32, 6, lap)
-    bound = np.sqrt(6.0 / (16 + 32))
+    bound = np.sqrt(6.0 / (6 * 16 + 32))  # Glorot over the fan-in K * C_in, as the original CoMA
     assert conv.weight.shape == (6, 16, 32)
     w_max = float(conv.weight.detach().abs().max())
-    assert 0.9 * bound < w_max <= bound  # uniform over the whole Glorot range
+    assert 0.9 * bound < w_max <= bound  # uniform over the whole range
     assert float(conv.bias.detach().abs().max()) == 0.0
     asym = lap.copy()
     asym[0, 1] += 0.5

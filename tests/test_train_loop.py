@@ -130,3 +130,11 @@ def test_ddp_with_gloo_matches_single_process_gradient_average(tmp_path):
     start = torch.cat([p.detach().flatten() for p in RegressionMethod().network.parameters()])
     assert not torch.equal(r0, start)
     assert len((tmp_path / "log.csv").read_text().splitlines()) == 3  # only rank 0 writes
+
+
+def test_divergence_stops_with_a_clear_error(tmp_path):
+    method = RegressionMethod()
+    method._opt.param_groups[0]["lr"] = 1e6  # explodes to inf/nan within an epoch
+    with pytest.raises(MorphableError, match="diverged in epoch 1"):
+        fit(method, _data() * 1e3, None, LoopConfig(epochs=3, batch_size=8, progress=False), tmp_path,
+            torch.device("cpu"))

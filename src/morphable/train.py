@@ -14,7 +14,7 @@ Checkpoints are safetensors files: the tensors of the method's state (weights, o
 under flattened keys, and the non-tensor structure (step counts, hyper-parameters, epoch) as JSON
 in the file's metadata. Nothing is ever unpickled.
 
-Multi-GPU / multi-process: launched with ``torchrun --nproc_per_node N morphable train ...`` the loop
+Multi-GPU / multi-process: launched with ``torchrun --nproc_per_node N -m morphable.cli train ...`` the loop
 initialises the process group (NCCL on CUDA, gloo on CPU), shards each epoch with a
 ``DistributedSampler``, wraps ``method.network`` in ``DistributedDataParallel`` and lets only rank 0
 write files.
@@ -287,6 +287,9 @@ def fit(method: TrainableMethod, train_data, val_data, config: LoopConfig, run_d
         if bar is not None:
             bar.close()
         train_losses = _all_reduce_mean({k: v / max(batches, 1) for k, v in sums.items()}, dist_info, device)
+        if not all(math.isfinite(v) for v in train_losses.values()):
+            raise MorphableError(f"{run_dir}: training diverged in epoch {epoch + 1} (non-finite loss "
+                                 f"{train_losses}); lower the learning rate (--lr)")
         method.network.eval()
         val_losses = _validate(method, val_data, config.batch_size, collate)
         for sched in method.schedulers():
