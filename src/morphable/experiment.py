@@ -55,7 +55,7 @@ def load_codec(run: Run, config: ExperimentConfig, n_vertices: int):
 
         return PCAModel.from_state(tensors)
     if config.method in AUTOENCODER_METHODS:
-        return load_autoencoder(run, config, template_of(run, config))
+        return load_autoencoder(run, config, template_of(run))
     raise input_error(run.weights_path, f"method '{config.method}' cannot be evaluated here")
 
 
@@ -85,7 +85,7 @@ def _fit_autoencoder(config: ExperimentConfig, run: Run, dataset: RegisteredData
     return {**summary, "parameters": sum(p.numel() for p in method.network.parameters()), "device": str(device)}
 
 
-def template_of(run: Run, config: ExperimentConfig) -> tuple[np.ndarray, np.ndarray]:
+def template_of(run: Run) -> tuple[np.ndarray, np.ndarray]:
     """The template (vertices, faces) a run's hierarchy was built from."""
     try:
         return (np.load(run.path / "template_vertices.npy", allow_pickle=False),

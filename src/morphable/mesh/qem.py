@@ -219,7 +219,6 @@ def _collapse_round(v: np.ndarray, outer: np.ndarray, cur: np.ndarray, quadric: 
     if ordering == "qem":
         # r~^T (Q_c + Q_r) r~ = <Q_c, r~ r~^T> + r~^T Q_r r~ (Frobenius product of flattened 4x4s).
         qflat = quadric.reshape(n, 16)
-        self_cost = (qflat * outer).sum(1)
         qsum = qflat[e0] + qflat[e1]
         cost0 = np.einsum("nk,nk->n", qsum, outer[e0])
         cost1 = np.einsum("nk,nk->n", qsum, outer[e1])
