@@ -222,12 +222,25 @@ def test_spiralconv_dummy_slots_contribute_nothing(mesh):
                                    torch.autograd.grad(ref, x, g, retain_graph=True)[0], rtol=1e-12, atol=1e-12)
 
 
+def test_spiralconv_gradcheck_float64(mesh, float64_default):
+    n = len(mesh.vertices)
+    conv = SpiralConv(2, 3, spirals_with_dummy(mesh, 4))
+    with torch.no_grad():
+        conv.linear.bias.normal_()
+    x = torch.randn(2, n, 2, requires_grad=True)
+    weight, bias = conv.linear.weight, conv.linear.bias
+    assert torch.autograd.gradcheck(lambda x, w, b: torch.func.functional_call(
+        conv, {"linear.weight": w, "linear.bias": b}, (x,)), (x, weight, bias))
+
+
 def test_spiralconv_validation(mesh):
     n = len(mesh.vertices)
     with pytest.raises(ValueError, match="indices"):
         SpiralConv(3, 3, np.full((n, 4), n + 1))
     with pytest.raises(ValueError, match="integer"):
         SpiralConv(3, 3, np.zeros((n, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="own vertex"):
+        SpiralConv(3, 3, np.roll(spirals_with_dummy(mesh, 4), 1, axis=1))
 
 
 def test_pool_matches_naive_loop_and_gradcheck(mesh):

@@ -359,14 +359,63 @@ class ChebConv(nn.Module):
         return f"{self.in_channels}, {self.out_channels}, K={self.K}, vertices={self.laplacian.shape[0]}"
 
 
+class _SpiralMix(torch.autograd.Function):
+    """``Y = sum_l P_l X W_l + b`` on vertex-major matrices, one spiral position ``l`` at a time.
+
+    ``X: (V', B*C_in)`` (row ``V`` is the zero dummy vertex when ``V' = V + 1``), ``W: (L, C_in, C_out)``,
+    ``b: (C_out,)`` or ``None``, ``P_l`` the gather of spiral position ``l`` (``(P_l X)[v] = X[s_vl]``) -> ``Y: (V*B, C_out)``, rows
+    ``(v, b)``. Each gather copies whole ``B*C_in`` rows, and each GEMM is ``(V*B, C_in) x (C_in, C_out)``.
+    The ``(V*B, L*C_in)`` matrix of all gathered neighbours is never materialised.
+
+    Backward: ``dX = sum_l P_l^T (dY W_l^T)``, an ``index_add`` of whole ``B*C_in`` rows per position.
+    This is several times faster on CPU than the scatter of ``L*V*B`` rows of ``C_in`` floats that the
+    backward of one big gather needs. ``dW_l = (P_l X)^T dY`` re-gathers ``P_l X`` instead of storing it.
+    Position 0 is the vertex itself (``s_v0 = v``), so ``P_0 X`` is the view ``X[:V]``: no gather, no scatter.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                indices: torch.Tensor) -> torch.Tensor:
+        c_in = weight.shape[1]
+        columns = indices.t().contiguous()  # (L, V): one gather index per position
+        centre = x[:len(indices)].view(-1, c_in)
+        y = centre @ weight[0] if bias is None else torch.addmm(bias, centre, weight[0])
+        for l in range(1, len(columns)):
+            y.addmm_(x.index_select(0, columns[l]).view(-1, c_in), weight[l])
+        ctx.save_for_backward(x, weight, columns)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight, columns = ctx.saved_tensors
+        c_in = weight.shape[1]
+        grad = grad.contiguous()
+        grad_x = torch.zeros_like(x) if ctx.needs_input_grad[0] else None
+        grad_w = torch.empty_like(weight) if ctx.needs_input_grad[1] else None
+        n = columns.shape[1]
+        for l in range(len(columns)):
+            if grad_w is not None:
+                gathered = x[:n] if l == 0 else x.index_select(0, columns[l])
+                torch.mm(gathered.view(-1, c_in).t(), grad, out=grad_w[l])
+            if grad_x is not None:
+                grad_rows = (grad @ weight[l].t()).view(n, -1)
+                if l == 0:
+                    grad_x[:n] += grad_rows
+                else:
+                    grad_x.index_add_(0, columns[l], grad_rows)
+        grad_b = grad.sum(0) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b, None
+
+
 class SpiralConv(nn.Module):
     """Spiral convolution (Neural3DMM / SpiralNet++), ``x: (B, V, C_in)`` -> ``(B, V, C_out)``.
 
     ``y[b, v] = W [x[b, s_v0], ..., x[b, s_v(L-1)]] + b`` with ``indices: (V, L)`` the spiral of each
     vertex (``s_v0 = v``). Index ``V`` is the dummy vertex, whose features are zero (padding of
-    short spirals). One ``index_select`` on a flattened view gathers ``(B*V, L*C_in)`` and one GEMM
-    applies ``W: (C_out, L*C_in)`` (Glorot-uniform, bias zero). The gather follows the input's
-    layout: a batch-major input gives a batch-major output, a vertex-major view a vertex-major one.
+    short spirals). ``W: (C_out, L*C_in)`` is stored as ``linear.weight`` (Glorot-uniform, bias zero)
+    and applied as ``sum_l x[:, s_{.l}] W_l`` on the vertex-major ``(V, B*C_in)`` matrix
+    (:class:`_SpiralMix`). The output is a batch-major view of vertex-major storage, so the next
+    vertex-major layer (spiral, pooling) reads it without a copy.
     """
 
     def __init__(self, in_channels: int, out_channels: int, indices, bias: bool = True):
@@ -378,12 +427,13 @@ class SpiralConv(nn.Module):
         n = idx.shape[0]
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) > n):
             raise ValueError(f"spiral indices must lie in [0, {n}] ({n} = dummy vertex)")
+        if idx.numel() and not torch.equal(idx[:, 0], torch.arange(n)):
+            raise ValueError("every spiral must start at its own vertex (indices[v, 0] == v)")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.n_vertices, self.length = n, idx.shape[1]
         self.has_dummy = bool((idx == n).any())
         self.register_buffer("indices", idx)
         self.linear = nn.Linear(in_channels * self.length, out_channels, bias=bias)
-        self._flat: tuple = (None, None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -391,40 +441,18 @@ class SpiralConv(nn.Module):
         if self.linear.bias is not None:
             nn.init.zeros_(self.linear.bias)
 
-    def _flat_index(self, batch: int, vertex_first: bool) -> torch.Tensor:
-        """Row indices into the flattened (padded) input, ordered like the gathered output rows."""
-        idx = self.indices
-        key = (batch, vertex_first, idx.device, idx.data_ptr(), idx._version)
-        if self._flat[0] != key:
-            rows = self.n_vertices + self.has_dummy
-            b = torch.arange(batch, device=idx.device)
-            if vertex_first:  # storage (V', B, C): row v*B + b; output rows (v, b), then l
-                flat = idx[:, None, :] * batch + b[None, :, None]
-            else:  # storage (B, V', C): row b*V' + v; output rows (b, v), then l
-                flat = b[:, None, None] * rows + idx[None, :, :]
-            self._flat = (key, flat.reshape(-1))
-        return self._flat[1]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x: (B, V, C_in)`` -> ``(B, V, C_out)``."""
         if x.dim() != 3 or x.shape[1] != self.n_vertices or x.shape[2] != self.in_channels:
             raise ValueError(f"SpiralConv expects (B, {self.n_vertices}, {self.in_channels}), "
                              f"got {tuple(x.shape)}")
-        batch, n, c = x.shape
-        vertex_first = batch > 1 and x.transpose(0, 1).is_contiguous()
-        if vertex_first:
-            src = x.transpose(0, 1)
-            if self.has_dummy:
-                src = torch.cat([src, src.new_zeros(1, batch, c)])
-        else:
-            src = x.contiguous()
-            if self.has_dummy:
-                src = torch.cat([src, src.new_zeros(batch, 1, c)], dim=1)
-        gathered = src.reshape(-1, c).index_select(0, self._flat_index(batch, vertex_first))
-        out = self.linear(gathered.view(batch * n, self.length * c))
-        if vertex_first:
-            return out.view(n, batch, -1).transpose(0, 1)
-        return out.view(batch, n, -1)
+        batch = x.shape[0]
+        src = vertex_major(x)
+        if self.has_dummy:
+            src = torch.cat([src, src.new_zeros(1, src.shape[1])])
+        weight = self.linear.weight.view(self.out_channels, self.length, self.in_channels).permute(1, 2, 0)
+        y = _SpiralMix.apply(src, weight, self.linear.bias, self.indices)
+        return batch_view(y.view(self.n_vertices, -1), batch)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, vertices={self.n_vertices}, length={self.length}, "
