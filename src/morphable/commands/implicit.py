@@ -1,4 +1,5 @@
-"""Implicit (SDF) head models: ``morphable extract RUN --code K``, ``morphable fit RUN --points P``, and the ``data sdf`` / ``data depth``
+"""Implicit (SDF) head models: ``morphable extract RUN --code K``, ``morphable fit RUN --points P``,
+``morphable sample RUN --n 8``, ``morphable interpolate RUN --a I --b J``, and the ``data sdf`` / ``data depth``
 handlers (their parsers live in ``commands/data.py``). ``morphable train npm|triplane`` is the train command."""
 
 from __future__ import annotations
@@ -27,6 +28,29 @@ def register(subparsers) -> None:
     fit.add_argument("--res", type=int, default=256, help="extraction grid resolution (default 256)")
     fit.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
     fit.set_defaults(func=run_fit)
+
+    sample = subparsers.add_parser("sample", help="unconditional samples from a Gaussian fitted to an implicit "
+                                                  "run's learned codes")
+    sample.add_argument("run", help="run folder of 'morphable train npm|triplane'")
+    sample.add_argument("--n", type=int, default=8, help="number of samples (default 8)")
+    sample.add_argument("--out", required=True, help="output folder (sample_XX.ply, codes.safetensors, "
+                                                     "samples.png, samples.json)")
+    sample.add_argument("--res", type=int, default=128, help="extraction grid resolution (default 128)")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
+    sample.add_argument("--shrinkage", type=float,
+                        help="weight of the isotropic part of the covariance in [0, 1] (default: Ledoit-Wolf)")
+    sample.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
+    sample.set_defaults(func=run_sample)
+
+    interp = subparsers.add_parser("interpolate", help="mesh strip between two training codes of an implicit run")
+    interp.add_argument("run", help="run folder of 'morphable train npm|triplane'")
+    interp.add_argument("--a", type=int, required=True, help="index of the first training code")
+    interp.add_argument("--b", type=int, required=True, help="index of the second training code")
+    interp.add_argument("--steps", type=int, default=7, help="meshes along the segment, ends included (default 7)")
+    interp.add_argument("--out", required=True, help="output folder (interp_XX.ply, interpolation.png, ...)")
+    interp.add_argument("--res", type=int, default=128, help="extraction grid resolution (default 128)")
+    interp.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
+    interp.set_defaults(func=run_interpolate)
 
 
 def add_data_parsers(sub) -> None:
@@ -80,6 +104,31 @@ def run_fit(args: argparse.Namespace) -> int:
                                  f"{metrics[r]['normal_consistency']:.3f}, F@1mm {metrics[r]['fscore_1mm']:.3f}"
                                  for r in ("face", "head"))
     print(f"{line}  ->  {args.out}")
+    return 0
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from morphable.errors import MorphableError
+    from morphable.implicit.latent import sample_run
+
+    if args.shrinkage is not None and not 0.0 <= args.shrinkage <= 1.0:
+        raise MorphableError(f"--shrinkage must be in [0, 1], got {args.shrinkage}")
+    info = sample_run(args.run, args.out, n=args.n, resolution=args.res, seed=args.seed, device=args.device,
+                      shrinkage=args.shrinkage)
+    empty = sum(r["faces"] == 0 for r in info["samples"])
+    print(f"{info['n']} samples of {info['n_training_codes']} codes (shrinkage {info['shrinkage']:.3f}), "
+          f"{info['seconds_per_sample']:.2f} s per mesh at {info['resolution']}^3"
+          f"{f', {empty} without a surface' if empty else ''}  ->  {args.out}")
+    return 0
+
+
+def run_interpolate(args: argparse.Namespace) -> int:
+    from morphable.implicit.latent import interpolate_run
+
+    info = interpolate_run(args.run, args.a, args.b, args.out, steps=args.steps, resolution=args.res,
+                           device=args.device)
+    print(f"{info['steps']} meshes from {info['names'][0]} to {info['names'][1]} in "
+          f"{info['seconds_extraction']:.1f} s  ->  {args.out}")
     return 0
 
 

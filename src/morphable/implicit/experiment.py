@@ -46,7 +46,9 @@ def train_implicit(config: ExperimentConfig, out: str | os.PathLike, overwrite: 
     model = config.model
     dataset = SdfDataset(config.data.path, SubsampleCounts(model.surface_face, model.surface_nonface, model.ball),
                          seed=config.seed, progress=progress)
-    if not resume:
+    if not resume and int(os.environ.get("RANK", "0")) != 0:
+        run = Run(out, config.to_dict())  # under torchrun only rank 0 creates and writes the run folder
+    elif not resume:
         run = Run.create(out, config.to_dict(), overwrite=overwrite)
         write_json(run.file(DATASET_JSON), read_json(dataset.root / DATASET_JSON))
     device = select_device(config.train.device)
@@ -92,24 +94,34 @@ def load_implicit(path: str | os.PathLike, device: str = "cpu"):
     return method, run, shapes
 
 
+def extract_code_mesh(method, code, resolution: int = 256, device: str = "cpu"):
+    """Zero level set of the run's field for one code ``(Z,)`` (a training code, a sample, a blend) at
+    ``resolution^3`` over [-1, 1]^3 in normalised units, by the exact narrow-band extraction
+    (:func:`morphable.mesh.extract.extract_mesh`). ``method``: an :class:`ImplicitMethod` (e.g. from
+    :func:`load_implicit`). Returns vertices (V, 3), faces (F, 3) (both empty without a level set) and the
+    extraction statistics."""
+    import torch
+
+    from morphable.mesh.extract import extract_mesh
+
+    with torch.no_grad():
+        fn = method.network.field.sdf_function(code.detach())
+        return extract_mesh(fn, resolution=resolution, device=device)
+
+
 def extract_run_mesh(path: str | os.PathLike, code: int, out: str | os.PathLike, resolution: int = 256,
                      normalised: bool = False, device: str = "cpu") -> dict[str, Any]:
     """Extract the zero level set of training code ``code`` of a run at ``resolution^3`` over [-1, 1]^3 and
     write it to ``out`` (.ply/.obj). Vertices are mapped back to the source units with the shape's
     similarity unless ``normalised``. Returns the vertex and face counts and the extraction statistics."""
-    import torch
-
     from morphable.data.sdf import Similarity
     from morphable.io import write_mesh
-    from morphable.mesh.extract import extract_mesh
 
     method, run, shapes = load_implicit(path, device)
     n_codes = method.codes.weight.shape[0]
     if not 0 <= code < n_codes:
         raise input_error(run.path, f"code {code} out of range: the run has codes 0..{n_codes - 1}")
-    with torch.no_grad():
-        fn = method.network.field.sdf_function(method.codes.weight[code].detach())
-        vertices, faces, stats = extract_mesh(fn, resolution=resolution, device=device)
+    vertices, faces, stats = extract_code_mesh(method, method.codes.weight[code], resolution, device)
     if len(faces) == 0:
         raise input_error(run.path, f"code {code} has no zero level set inside [-1, 1]^3")
     if not normalised:

@@ -18,6 +18,25 @@ The non-surface penalty and the density regularisation use the uniform ball poin
 "free space within the unit sphere"); the near-surface points enter the eikonal term. Their
 ground-truth SDF is not a training target of these 3D objectives (NPHM's identity training does not
 use it either).
+
+Distributed training (torchrun). The loop wraps only ``network`` in DistributedDataParallel, which averages
+the network's gradients over the W ranks: the gradient of ``(1/W) sum_r L_r`` (L_r: the mean loss of rank
+r's batch). The code table lives outside DDP, and each rank would update only the rows of its own batch,
+so the ranks' tables would drift apart and rank 0 would checkpoint stale codes for shapes trained
+elsewhere. Under DDP the code gradient is therefore synchronised every step (:meth:`ImplicitMethod.
+training_step`): every rank all-gathers the batch indices ``k`` (padded to the configured batch size)
+and the dense gradient rows ``dL_r/dz_k`` (B, Z) of all ranks, and builds the same sparse gradient
+
+    dL/dZ[k] = (1/W) sum_r sum_{positions of k in rank r's batch} dL_r/dz,
+
+the exact gradient of the global loss, before clipping and SparseAdam. Every rank then takes the same
+step on the same rows, so the tables (and SparseAdam's moments, which a resume needs) stay identical on
+all ranks at every step and checkpoint, and W ranks with batch B train like one process with batch W B.
+The max-norm renormalisation of the look-up is applied by every rank to all gathered rows before the
+forward pass (the look-up itself then does no renormalisation), for the same reason. Syncing rows by
+ownership after each epoch was rejected: it leaves the optimiser moments stale on the other ranks and
+is ambiguous for shapes that DistributedSampler's padding gives to two ranks. The cost is two small
+all-gathers per step (W B indices, W B Z floats). Single-process training does not take this path.
 """
 
 from __future__ import annotations
@@ -26,7 +45,9 @@ import dataclasses
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from morphable.config import ExperimentConfig, NPMConfig, TriplaneConfig
 from morphable.errors import MorphableError
@@ -125,14 +146,17 @@ class ImplicitMethod:
     def schedulers(self) -> list[Any]:
         return self._schedulers
 
-    def losses(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+    def losses(self, batch: dict[str, torch.Tensor], step: int,
+               codes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The weighted 3D objectives of a batch (``SdfDataset`` items collated, B shapes).
 
+        ``codes`` (B, Z): the batch's codes; None looks them up in the table by ``index``.
         Returns every active loss (weight non-zero) and ``loss``, their weighted sum (a graph to backward).
         """
         w = self.weights
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        codes = self.codes(batch["index"])
+        if codes is None:
+            codes = self.codes(batch["index"])
         surface, near, ball = batch["surface_points"], batch["near_points"], batch["ball_points"]
         parts = [surface, near, ball]
         if w.density:
@@ -163,11 +187,17 @@ class ImplicitMethod:
         return losses
 
     def training_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
-        """One AdamW + SparseAdam update with gradient clipping; returns the losses as floats."""
+        """One AdamW + SparseAdam update with gradient clipping; returns the losses as floats.
+
+        Under DDP (``forward_network`` wrapped by the loop) the code gradient is synchronised across ranks
+        (see the module docstring and :meth:`_distributed_backward`)."""
         for opt in self._optimizers:
             opt.zero_grad(set_to_none=True)
-        losses = self.losses(batch, step)
-        losses["loss"].backward()
+        if isinstance(self.forward_network, DistributedDataParallel):
+            losses = self._distributed_backward(batch, step)
+        else:
+            losses = self.losses(batch, step)
+            losses["loss"].backward()
         model = self.config.model
         if model.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), model.grad_clip)
@@ -175,6 +205,42 @@ class ImplicitMethod:
         for opt in self._optimizers:
             opt.step()
         return {k: float(v.detach()) for k, v in losses.items()}
+
+    def _distributed_backward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        """Backward of one DDP step with the code gradient of all ranks in ``codes.weight.grad``.
+
+        Rank r's batch indices (B_r <= the configured batch size B, padded with -1 to B) and its code
+        gradient rows (B_r, Z) are all-gathered; every rank sets the same sparse gradient (rows of all
+        ranks, divided by the world size W, duplicates summed at coalescing). Returns the losses.
+        """
+        import torch.distributed as dist
+
+        world = dist.get_world_size()
+        index = batch["index"].to(self.device)
+        capacity = self.config.train.batch_size
+        if len(index) > capacity:
+            raise ValueError(f"batch of {len(index)} shapes exceeds the configured batch size {capacity}")
+        padded = torch.full((capacity,), -1, dtype=torch.long, device=self.device)
+        padded[:len(index)] = index
+        gathered = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(gathered, padded)
+        all_index = torch.cat(gathered)
+        valid = all_index >= 0
+        table = self.codes.weight
+        max_norm = self.codes.embedding.max_norm
+        with torch.no_grad():
+            if max_norm is not None:
+                torch.embedding_renorm_(table, all_index[valid].unique(), max_norm, self.codes.embedding.norm_type)
+        codes = F.embedding(index, table.detach()).requires_grad_(True)
+        losses = self.losses(batch, step, codes)
+        losses["loss"].backward()
+        rows = torch.zeros(capacity, table.shape[1], dtype=table.dtype, device=table.device)
+        rows[:len(index)] = codes.grad
+        gathered_rows = [torch.empty_like(rows) for _ in range(world)]
+        dist.all_gather(gathered_rows, rows)
+        values = torch.cat(gathered_rows)[valid] / world
+        table.grad = torch.sparse_coo_tensor(all_index[valid][None], values, table.shape, check_invariants=True)
+        return losses
 
     def validation_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """The same losses without an update (codes are looked up by ``index``); gradients in the points
