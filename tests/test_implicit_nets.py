@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from morphable.implicit.deepsdf import DeepSDF, LatentTable
+from morphable.implicit.deepsdf import DeepSDF, LatentTable, softplus_beta
 from morphable.implicit.losses import eikonal_loss, sdf_and_gradient
-from morphable.implicit.triplane import (TriplaneGenerator, TriplaneSDF, interpolation_matrix,
+from morphable.implicit.triplane import (TriplaneDecoder, TriplaneGenerator, TriplaneSDF, interpolation_matrix,
                                          sample_planes)
 
 
@@ -176,3 +176,26 @@ def test_latent_table_init_max_norm_and_sparse_gradient():
     codes.square().sum().backward()
     assert table.weight.grad.is_sparse
     assert set(table.weight.grad.coalesce().indices()[0].tolist()) == {3, 5}
+
+
+def test_softplus_beta_equals_torch_softplus_with_its_gradients(float64_default):
+    x = (torch.randn(4000) * 0.3).requires_grad_()  # beta x spans both sides of the threshold 20
+    ours, ref = softplus_beta(x, 100.0), torch.nn.functional.softplus(x, beta=100.0)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-15)
+    g_ours, = torch.autograd.grad(ours.sum(), x, create_graph=True)
+    g_ref, = torch.autograd.grad(ref.sum(), x, create_graph=True)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(torch.autograd.grad(g_ours.sum(), x)[0], torch.autograd.grad(g_ref.sum(), x)[0],
+                               rtol=1e-9, atol=1e-9)
+
+
+def test_folded_triplane_decoder_is_the_same_function(float64_default):
+    decoder = TriplaneDecoder(channels=4, hidden=32, n_layers=5, beta=100.0)
+    with torch.no_grad():
+        for layer in decoder.layers:
+            layer.weight.normal_(0, 0.4)
+            layer.bias.normal_(0, 0.2)
+    inputs = torch.randn(500, 7)
+    expected = decoder(inputs[:, :4], inputs[:, 4:])
+    assert (expected.abs() > 1e-3).float().mean() > 0.5
+    torch.testing.assert_close(decoder.folded()(inputs), expected, rtol=1e-10, atol=1e-12)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from morphable.implicit.deepsdf import calibrate_sphere_, geometric_init_
+from morphable.implicit.deepsdf import calibrate_sphere_, geometric_init_, softplus_beta
 
 #: Coordinate pairs (grid_sample x, grid_sample y) of the planes, in the order they are stored.
 PLANE_AXES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2))
@@ -109,8 +109,33 @@ class TriplaneDecoder(nn.Module):
         """Layers after the first: pre-activation of layer 0 (..., H) -> SDF (...)."""
         h = pre
         for layer in self.layers[1:]:
-            h = layer(F.softplus(h, beta=self.beta))
+            h = layer(softplus_beta(h, self.beta))
         return h.squeeze(-1)
+
+    def folded(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Inference-only decoder ``[F, x, y, z] (N, C + 3) -> SDF (N,)`` with ``beta`` folded into the weights.
+
+        With ``a_l`` the pre-activations and ``h_l = softplus_beta(a_l) = softplus_1(beta a_l) / beta``, the
+        scaled ``a'_l = beta a_l`` satisfy ``a'_0 = (beta W_0) x + beta b_0``,
+        ``a'_l = W_l softplus_1(a'_{l-1}) + beta b_l`` and the output is
+        ``(W_L / beta) softplus_1(a'_{L-1}) + b_L``. The network is the same function, but each activation is
+        one plain softplus pass, with no scaling passes and none of the slow ``beta != 1`` kernel. This is
+        about 3x cheaper per activation on CPU; the weights are copied once.
+        """
+        beta = self.beta
+        weights = [layer.weight.detach() for layer in self.layers]
+        biases = [layer.bias.detach() for layer in self.layers]
+        weights = [weights[0] * beta, *weights[1:-1], weights[-1] / beta]
+        biases = [b * beta for b in biases[:-1]] + [biases[-1]]
+        transposed = [w.t() for w in weights]
+
+        def decode(inputs: torch.Tensor) -> torch.Tensor:
+            h = torch.addmm(biases[0], inputs, transposed[0])
+            for w_t, b in zip(transposed[1:], biases[1:]):
+                h = torch.addmm(b, F.softplus(h), w_t)
+            return h.squeeze(-1)
+
+        return decode
 
     def forward(self, features: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """features: (..., C), points: (..., 3) -> SDF (...)."""
@@ -191,7 +216,7 @@ class TriplaneField:
             elif p == 1:
                 coords[..., 2] = axes[2][None, :]
             tables.append(torch.cat([feats, coords], dim=-1).reshape(-1, feats.shape[-1] + 3).contiguous())
-        first = self.decoder.layers[0]
+        decode = self.decoder.folded()
 
         def evaluate(ijk: torch.Tensor) -> torch.Tensor:
             ijk = ijk.to(device)
@@ -199,7 +224,7 @@ class TriplaneField:
             inputs = tables[0].index_select(0, i * sizes[1] + j)
             inputs += tables[1].index_select(0, i * sizes[2] + k)
             inputs += tables[2].index_select(0, j * sizes[2] + k)
-            return self.decoder.hidden_layers(first(inputs))
+            return decode(inputs)
 
         return evaluate
 
