@@ -14,7 +14,7 @@ import sys
 
 from morphable import __version__
 
-COMMAND_GROUPS = ("demo", "data", "train", "eval", "mesh", "implicit")
+COMMAND_GROUPS = ("demo", "data", "train", "eval", "mesh", "implicit", "parts")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -77,6 +77,24 @@ class AutoencoderConfig:
 
 
 @dataclass
+class LWAEConfig(AutoencoderConfig):
+    """Locally weighted autoencoder (``explicit.lwae``): the CoMA network with ``parts`` part codes.
+
+    Local weights: sparse NMF (``nmf_iterations`` sweeps from ``nmf_init``) of the train meshes'
+    per-vertex displacement magnitudes, every part's column with Hoyer sparseness at least
+    ``sparseness``. ``inject``: also add the locally weighted part codes after every decoder
+    up-sampling. ``cycle_weight``: weight of the decompose-compose cycle loss.
+    """
+
+    parts: int = 4
+    sparseness: float = 0.5
+    nmf_iterations: int = 500
+    nmf_init: str = "nndsvd"
+    inject: bool = True
+    cycle_weight: float = 1.0
+
+
+@dataclass
 class ImplicitConfig:
     """Optimisation of an auto-decoded implicit identity model (thesis 5.2.2): codes of size ``latent`` in a
     table with ``max_norm``, SparseAdam at ``lr_latent`` for the codes (AdamW at ``TrainConfig.lr`` for the
@@ -123,10 +141,10 @@ class TriplaneConfig(ImplicitConfig):
     beta: float = 100.0
 
 
-AUTOENCODER_METHODS = ("coma", "neural3dmm", "spiralnet++", "deep3dmm-spectral", "deep3dmm-spiral")
+AUTOENCODER_METHODS = ("coma", "neural3dmm", "spiralnet++", "deep3dmm-spectral", "deep3dmm-spiral", "lwae")
 IMPLICIT_METHODS = ("npm", "triplane")
 MODEL_CONFIGS: dict[str, type] = {"pca": PCAConfig, **{m: AutoencoderConfig for m in AUTOENCODER_METHODS},
-                                  "npm": NPMConfig, "triplane": TriplaneConfig}
+                                  "lwae": LWAEConfig, "npm": NPMConfig, "triplane": TriplaneConfig}
 
 
 @dataclass
@@ -166,6 +184,14 @@ def _coma(pooling: str = "qem", method: str = "coma") -> ExperimentConfig:
     return ExperimentConfig(method=method, model=AutoencoderConfig(pooling=pooling),
                             train=TrainConfig(epochs=300, batch_size=16, optimizer="sgd", lr=8e-3, lr_decay=0.99,
                                               weight_decay=5e-4, momentum=0.9))
+
+
+def _lwae() -> ExperimentConfig:
+    """Kim & Kim: CoMA's network and optimiser, latent 64, K = 4 parts, batch 32, 300 epochs."""
+    config = _coma(method="lwae")
+    config.model = LWAEConfig(latent=64)
+    config.train.batch_size = 32
+    return config
 
 
 SIMPLE_FILTERS = ([16, 16, 16, 32], [32, 32, 16, 16, 16])   # supplement Tables 1-2 ("simple", Table 6)
@@ -226,4 +252,5 @@ PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
     "spiralnet++": _spiralnet,
     "deep3dmm-spiral": lambda: _neural3dmm(SIMPLE_FILTERS, "fused", "deep3dmm-spiral"),
     "deep3dmm-spiral-wider": lambda: _neural3dmm(WIDER_FILTERS, "fused", "deep3dmm-spiral"),
+    "lwae": _lwae,
 }

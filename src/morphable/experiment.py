@@ -64,7 +64,7 @@ def _fit_autoencoder(config: ExperimentConfig, run: Run, dataset: RegisteredData
     import torch
 
     from morphable.data.registered import Normaliser
-    from morphable.explicit.method import AutoencoderMethod, template_hierarchy
+    from morphable.explicit.method import template_hierarchy
     from morphable.train import LoopConfig, fit, init_distributed, select_device
 
     device = select_device(config.train.device)
@@ -72,7 +72,7 @@ def _fit_autoencoder(config: ExperimentConfig, run: Run, dataset: RegisteredData
     train = dataset.vertices[split.train]
     normaliser = Normaliser.fit(train)
     hierarchy = template_hierarchy(dataset.vertices[split.train[0]], dataset.faces, config.model.factors)
-    method = AutoencoderMethod(config, hierarchy, normaliser, device)
+    method = autoencoder_method(config, hierarchy, normaliser, device, train)
     train_data = torch.as_tensor(normaliser.apply(train), dtype=torch.float32)
     val_data = torch.as_tensor(normaliser.apply(dataset.vertices[split.val]), dtype=torch.float32)
     if dist_info.is_main:
@@ -83,6 +83,18 @@ def _fit_autoencoder(config: ExperimentConfig, run: Run, dataset: RegisteredData
     summary = fit(method, train_data, val_data if len(val_data) else None, loop, run.path, device, resume=resume,
                   dist_info=dist_info, metadata={"method": config.method, "n_vertices": str(dataset.n_vertices)})
     return {**summary, "parameters": sum(p.numel() for p in method.network.parameters()), "device": str(device)}
+
+
+def autoencoder_method(config: ExperimentConfig, hierarchy, normaliser, device, train: np.ndarray | None = None):
+    """The training/inference method of an autoencoder config; LWAE computes its local weights from the train
+    meshes ``train (N, V, 3)`` (``None``: they come from a checkpoint)."""
+    if config.method == "lwae":
+        from morphable.explicit.lwae import lwae_method
+
+        return lwae_method(config, hierarchy, normaliser, device, train)
+    from morphable.explicit.method import AutoencoderMethod
+
+    return AutoencoderMethod(config, hierarchy, normaliser, device)
 
 
 def template_of(run: Run) -> tuple[np.ndarray, np.ndarray]:
@@ -97,14 +109,14 @@ def template_of(run: Run) -> tuple[np.ndarray, np.ndarray]:
 def load_autoencoder(run: Run, config: ExperimentConfig, template: tuple[np.ndarray, np.ndarray]):
     """Rebuild a trained autoencoder method from a run folder (best weights and normaliser)."""
     from morphable.data.registered import Normaliser
-    from morphable.explicit.method import AutoencoderMethod, template_hierarchy
+    from morphable.explicit.method import template_hierarchy
     from morphable.train import load_checkpoint, select_device
 
     device = select_device(config.train.device)
     hierarchy = template_hierarchy(template[0], template[1], config.model.factors)
     n = len(template[0])
     placeholder = Normaliser(np.zeros((n, 3), np.float32), np.ones((n, 3), np.float32))
-    method = AutoencoderMethod(config, hierarchy, placeholder, device)
+    method = autoencoder_method(config, hierarchy, placeholder, device)
     load_checkpoint(run.weights_path, method, device)
     return method
 
@@ -152,6 +164,10 @@ def evaluate_split(run: Run, codec, dataset: RegisteredDataset, split: Split) ->
     metrics = {k: test[k] for k in ("mean_mm", "std_mm", "median_mm", "max_mm")}
     metrics.update({"protocol": split.protocol, "fold": split.fold, "split_sizes": split.sizes(),
                     "unit": dataset.unit, "splits": results})
+    if run.config.get("method") == "lwae":
+        from morphable.explicit.parts import lwae_report
+
+        metrics["lwae"] = lwae_report(run, codec, dataset, split)
     run.write_metrics(metrics)
     _write_curve_plot(run, test)
     return metrics

@@ -43,12 +43,16 @@ class AutoencoderMethod:
                  device: torch.device):
         torch.manual_seed(config.seed)
         self.device = device
-        self.network = MeshAutoencoder(config.model, hierarchy).to(device)
+        self.network = self.build_network(config, hierarchy).to(device)
         self.forward_network = self.network
         self.mean = torch.as_tensor(normaliser.mean, device=device)
         self.std = torch.as_tensor(normaliser.std, device=device)
         self._optimizer = make_optimizer(config, self.network.parameters())
         self._scheduler = torch.optim.lr_scheduler.ExponentialLR(self._optimizer, config.train.lr_decay)
+
+    def build_network(self, config: ExperimentConfig, hierarchy: MeshHierarchy) -> torch.nn.Module:
+        """The network to train (subclasses build variants of :class:`MeshAutoencoder`)."""
+        return MeshAutoencoder(config.model, hierarchy)
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         return [self._optimizer]

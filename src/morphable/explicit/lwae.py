@@ -1,0 +1,230 @@
+"""Locally weighted autoencoder (Kim & Kim): part codes, sparse-NMF local weights, holistic decoding.
+
+Local weights. The feature matrix ``V: (n_vertices, N_train)`` holds the per-vertex displacement
+magnitude of every training mesh from the train mean shape, ``V[v, i] = ||x_i[v] - mean[v]||``;
+sparse NMF (:mod:`morphable.explicit.nmf`) factorises ``V ~ W H`` with ``K`` sparse non-negative
+columns, and the local weights are ``W`` with each column scaled to a maximum of 1: ``(n_vertices, K)``,
+part ``k`` being the set of vertices that move together across the training set. They are computed
+once from the train split and stored in the network as buffers (one per hierarchy level).
+
+Network (on CoMA's encoder/decoder, :class:`~morphable.explicit.autoencoder.MeshAutoencoder`), with
+``Z`` the latent size, ``K`` parts, decoder levels ``l = 0`` (coarsest, ``n_0`` vertices, ``d_0``
+channels) upwards and ``W_l: (n_l, K)`` the local weights down-sampled by the QEM selections::
+
+    z = E(x)                                                       (B, Z)
+    p[b, k, :] = P_k z[b]          p = einsum('kyz,bz->bky', P, z)   (B, K, Z), P: (K, Z, Z), no bias
+    h_0[b, j, :] = sum_k W_0[j, k] (A p[b, k])[j, :] + a[j, :]      (B, n_0, d_0)
+    h_l = up_l(h_{l-1}) + sum_k W_l[v, k] (B_l p[b, k])            (B, n_l, d_l)   (only if ``inject``)
+    h_l = act(conv_l(h_l)),   x^ = conv_out(h_L)                     (B, V, 3)
+
+with ``A: (n_0 d_0, Z)``, ``a`` the weight and bias of CoMA's decoder FC and ``B_l: (d_l, Z)`` bias-free.
+Each part code reaches the decoder only through its weights, so it enters where its part is; the
+whole face is decoded in one pass (no per-part decoders, no affine composition).
+
+Training: L1 reconstruction plus the decompose-compose cycle loss (Dubrovina et al. 2019): mix part
+codes across the batch with one random permutation per part, ``p~[b, k] = p[sigma_k(b), k]``, decode,
+re-encode and project, un-mix with the inverse permutations and decode again; the cycle loss is the
+L1 distance of that last decoding to the input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from morphable.config import ExperimentConfig, LWAEConfig
+from morphable.data.registered import Normaliser
+from morphable.explicit.autoencoder import MeshAutoencoder
+from morphable.explicit.method import AutoencoderMethod
+from morphable.explicit.nmf import SparseNMF, sparse_nmf
+from morphable.mesh.hierarchy import MeshHierarchy
+
+
+def displacement_features(train_vertices: np.ndarray) -> np.ndarray:
+    """``V[v, i] = ||x_i[v] - mean[v]||`` for train meshes ``(N, n, 3)`` -> ``(n, N)`` float64."""
+    x = np.asarray(train_vertices, dtype=np.float64)
+    return np.linalg.norm(x - x.mean(axis=0), axis=-1).T
+
+
+def compute_local_weights(train_vertices: np.ndarray, parts: int, sparseness: float, iterations: int = 500,
+                          init: str = "nndsvd", seed: int = 0) -> tuple[np.ndarray, SparseNMF]:
+    """Local weights ``(n, K)`` (columns scaled to max 1, ordered top to bottom by the height ``y`` of their
+    weighted centroid on the mean shape) and the NMF result, from train meshes ``(N, n, 3)``."""
+    features = displacement_features(train_vertices)
+    result = sparse_nmf(features, parts, sparseness, iterations, init=init, seed=seed)
+    W = result.W / np.maximum(result.W.max(axis=0, keepdims=True), 1e-300)
+    mean_y = np.asarray(train_vertices, dtype=np.float64).mean(axis=0)[:, 1]
+    height = (W * mean_y[:, None]).sum(axis=0) / np.maximum(W.sum(axis=0), 1e-300)
+    order = np.argsort(-height, kind="stable")
+    result.W, result.H = result.W[:, order], result.H[order]
+    return W[:, order], result
+
+
+def level_weights(weights: np.ndarray, hierarchy: MeshHierarchy) -> list[np.ndarray]:
+    """``W_l`` for every hierarchy level: ``W_0 = W``, ``W_{l+1} = D_l W_l`` (QEM 0/1 selections)."""
+    out = [np.asarray(weights, dtype=np.float64)]
+    for down in hierarchy.down:
+        out.append(np.asarray(down @ out[-1]))
+    return out
+
+
+def mix_codes(p: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    """``out[b, k] = p[mix[k, b], k]`` for part codes ``p: (B, K, Z)`` and permutations ``mix: (K, B)``."""
+    return p[mix.t(), torch.arange(p.shape[1], device=p.device)]
+
+
+def unmix_codes(p: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`mix_codes`: ``out[mix[k, b], k] = p[b, k]``."""
+    return mix_codes(p, torch.argsort(mix, dim=1))
+
+
+class LocallyWeightedAutoencoder(MeshAutoencoder):
+    """CoMA autoencoder with a projection into ``K`` part codes and locally weighted decoding (module docstring).
+
+    ``local_weights: (n_vertices, K)`` (``None``: zeros, to be filled by ``load_state_dict``).
+    """
+
+    def __init__(self, config: LWAEConfig, hierarchy: MeshHierarchy, local_weights: np.ndarray | None = None):
+        super().__init__(config, hierarchy)
+        k, z = config.parts, config.latent
+        if local_weights is None:
+            local_weights = np.zeros((self.n_vertices, k))
+        if local_weights.shape != (self.n_vertices, k):
+            raise ValueError(f"local weights must be ({self.n_vertices}, {k}), got {local_weights.shape}")
+        self.parts = k
+        self.projection = nn.Parameter(torch.empty(k, z, z).uniform_(-z ** -0.5, z ** -0.5))
+        levels = level_weights(local_weights, hierarchy)
+        self.n_levels = len(levels)
+        for l, w in enumerate(levels):
+            self.register_buffer(f"weights_{l}", torch.as_tensor(w, dtype=torch.get_default_dtype()))
+        dec = list(config.decoder_channels)
+        self.inject = config.inject
+        self.injections = nn.ModuleList(nn.Linear(z, dec[i], bias=False) for i in range(len(self.ups))) \
+            if config.inject else nn.ModuleList()
+
+    def level_weights(self, level: int) -> torch.Tensor:
+        """``W_level: (n_level, K)``; level 0 is the template."""
+        return getattr(self, f"weights_{level}")
+
+    @property
+    def local_weights(self) -> torch.Tensor:
+        """``(n_vertices, K)``."""
+        return self.weights_0
+
+    def project(self, z: torch.Tensor) -> torch.Tensor:
+        """``z: (B, Z)`` -> part codes ``p = einsum('kyz,bz->bky', P, z): (B, K, Z)``."""
+        return torch.einsum("kyz,bz->bky", self.projection, z)
+
+    def encode_parts(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, V, 3)`` normalised -> ``(B, K, Z)``."""
+        return self.project(self.encode(x))
+
+    def decode_parts(self, p: torch.Tensor) -> torch.Tensor:
+        """Part codes ``p: (B, K, Z)`` -> normalised meshes ``(B, V, 3)`` (contraction in the module docstring)."""
+        b = len(p)
+        coarse = self.n_levels - 1
+        y = torch.matmul(p, self.decoder_fc.weight.t()).reshape(b, self.parts, self.n_coarse, self.decoder_channels0)
+        x = torch.einsum("bkjd,jk->bjd", y, self.level_weights(coarse))
+        x = x + self.decoder_fc.bias.reshape(self.n_coarse, self.decoder_channels0)
+        for i, (up, conv) in enumerate(zip(self.ups, self.decoder_convs)):
+            x = up(x)
+            if self.inject:
+                x = x + torch.einsum("vk,bkd->bvd", self.level_weights(coarse - 1 - i), self.injections[i](p))
+            x = self.act(conv(x))
+        return self.output_conv(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Whole-face code ``z: (B, Z)`` -> ``(B, V, 3)`` (through the projection)."""
+        return self.decode_parts(self.project(z))
+
+    def cycle(self, p: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+        """Decompose-compose cycle. ``p: (B, K, Z)``, ``mix: (K, B)`` one permutation per part.
+
+        ``p~[b, k] = p[mix[k, b], k]``; ``p^ = P(E(D(p~)))``; ``p'[c, k] = p^[mix_k^-1(c), k]``; returns ``D(p')``.
+        """
+        again = self.encode_parts(self.decode_parts(mix_codes(p, mix)))
+        return self.decode_parts(unmix_codes(again, mix))
+
+    def forward(self, x: torch.Tensor, mix: torch.Tensor | None = None):
+        """``x: (B, V, 3)`` -> reconstruction; with ``mix: (K, B)`` -> ``(reconstruction, cycle reconstruction)``."""
+        p = self.encode_parts(x)
+        recon = self.decode_parts(p)
+        if mix is None:
+            return recon
+        return recon, self.cycle(p, mix)
+
+
+class LWAEMethod(AutoencoderMethod):
+    """Training of :class:`LocallyWeightedAutoencoder`: L1 reconstruction + ``cycle_weight`` x L1 cycle loss.
+
+    ``local_weights``: ``(n_vertices, K)`` from :func:`compute_local_weights` on the train split (``None``
+    when a checkpoint will provide them). The permutations of step ``s`` come from a generator seeded
+    with ``(seed, s)``, so a resumed run draws what an uninterrupted one draws.
+    """
+
+    def __init__(self, config: ExperimentConfig, hierarchy: MeshHierarchy, normaliser: Normaliser,
+                 device: torch.device, local_weights: np.ndarray | None = None):
+        self._initial_weights = local_weights
+        super().__init__(config, hierarchy, normaliser, device)
+        self.cycle_weight = float(config.model.cycle_weight)
+        self.seed = config.seed
+
+    def build_network(self, config: ExperimentConfig, hierarchy: MeshHierarchy) -> nn.Module:
+        return LocallyWeightedAutoencoder(config.model, hierarchy, self._initial_weights)
+
+    def permutations(self, batch: int, step: int) -> torch.Tensor:
+        """``(K, batch)``: one random permutation of the batch per part, drawn for ``step``."""
+        gen = torch.Generator().manual_seed(self.seed * 1000003 + step)
+        return torch.stack([torch.randperm(batch, generator=gen) for _ in range(self.network.parts)])
+
+    def training_step(self, batch: torch.Tensor, step: int) -> dict[str, float]:
+        x = batch.to(self.device, non_blocking=True)
+        if self.cycle_weight > 0:
+            recon, cycled = self.forward_network(x, self.permutations(len(x), step).to(self.device))
+            rec_loss = (recon - x).abs().mean()
+            cycle_loss = (cycled - x).abs().mean()
+            loss = rec_loss + self.cycle_weight * cycle_loss
+        else:
+            rec_loss = (self.forward_network(x) - x).abs().mean()
+            cycle_loss, loss = torch.zeros(()), rec_loss
+        self._optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._optimizer.step()
+        return {"loss": loss.item(), "recon": rec_loss.item(), "cycle": cycle_loss.item()}
+
+    @property
+    def local_weights(self) -> np.ndarray:
+        """``(n_vertices, K)``."""
+        return self.network.local_weights.detach().cpu().numpy().astype(np.float64)
+
+    @torch.no_grad()
+    def encode_parts(self, vertices: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Raw meshes ``(N, V, 3)`` -> part codes ``(N, K, Z)``."""
+        self.network.eval()
+        out = []
+        for start in range(0, len(vertices), batch_size):
+            x = torch.as_tensor(vertices[start:start + batch_size], dtype=torch.float32, device=self.device)
+            out.append(self.network.encode_parts((x - self.mean) / self.std).cpu().numpy())
+        return np.concatenate(out)
+
+    @torch.no_grad()
+    def decode_parts(self, codes: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Part codes ``(N, K, Z)`` -> raw meshes ``(N, V, 3)``."""
+        self.network.eval()
+        out = []
+        for start in range(0, len(codes), batch_size):
+            p = torch.as_tensor(codes[start:start + batch_size], dtype=torch.float32, device=self.device)
+            out.append((self.network.decode_parts(p) * self.std + self.mean).cpu().numpy())
+        return np.concatenate(out)
+
+
+def lwae_method(config: ExperimentConfig, hierarchy: MeshHierarchy, normaliser: Normaliser, device: torch.device,
+                train_vertices: np.ndarray | None = None) -> LWAEMethod:
+    """An :class:`LWAEMethod`; with ``train_vertices (N, V, 3)`` its local weights are computed from them."""
+    weights = None
+    if train_vertices is not None:
+        m = config.model
+        weights, _ = compute_local_weights(train_vertices, m.parts, m.sparseness, m.nmf_iterations, m.nmf_init,
+                                           config.seed)
+    return LWAEMethod(config, hierarchy, normaliser, device, weights)

@@ -1,0 +1,223 @@
+"""Locally weighted autoencoder: features, projection and decoding shapes, code mixing, the locality and
+diversity measurements, a short training run with its report, and the ``morphable parts`` command."""
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from morphable.config import PRESETS, LWAEConfig
+from morphable.data.registered import load_registered, make_split, write_coma_layout
+from morphable.explicit.lwae import (LocallyWeightedAutoencoder, compute_local_weights, displacement_features,
+                                     level_weights, mix_codes, unmix_codes)
+from morphable.explicit.method import template_hierarchy
+from morphable.explicit.parts import ellipse_area, locality, mix_part, part_regions, random_pairs
+
+
+def test_displacement_features_naive():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 7, 3))
+    mean = x.mean(axis=0)
+    expected = np.array([[np.sqrt(((x[i, v] - mean[v]) ** 2).sum()) for i in range(5)] for v in range(7)])
+    assert np.allclose(displacement_features(x), expected)
+
+
+@pytest.fixture(scope="module")
+def sphere():
+    s = trimesh.creation.icosphere(subdivisions=2)  # 162 vertices
+    return np.asarray(s.vertices), np.asarray(s.faces)
+
+
+@pytest.fixture(scope="module")
+def network(sphere):
+    torch.manual_seed(0)
+    hierarchy = template_hierarchy(sphere[0], sphere[1], [2, 2])
+    config = LWAEConfig(latent=6, parts=3, encoder_channels=[8, 8], decoder_channels=[8, 8, 8], factors=[2, 2],
+                        cheb_k=3)
+    weights = np.random.default_rng(1).random((len(sphere[0]), 3))
+    return LocallyWeightedAutoencoder(config, hierarchy, weights).eval(), hierarchy, weights
+
+
+def test_projection_and_decoding_shapes(network, sphere):
+    net, hierarchy, weights = network
+    x = torch.randn(4, len(sphere[0]), 3)
+    z = net.encode(x)
+    p = net.encode_parts(x)
+    assert z.shape == (4, 6) and p.shape == (4, 3, 6)
+    naive = torch.stack([torch.stack([net.projection[k] @ z[b] for k in range(3)]) for b in range(4)])
+    assert torch.allclose(p, naive, atol=1e-6)
+    assert net.decode_parts(p).shape == (4, len(sphere[0]), 3)
+    assert torch.allclose(net(x), net.decode(z), atol=1e-6)
+    # batched decoding equals per-sample decoding
+    single = torch.cat([net.decode_parts(p[i:i + 1]) for i in range(4)])
+    assert torch.allclose(net.decode_parts(p), single, atol=1e-5)
+    # the weights are stored per level: W_{l+1} = D_l W_l (QEM selections keep original vertices)
+    for l, w in enumerate(level_weights(weights, hierarchy)):
+        assert torch.allclose(net.level_weights(l).double(), torch.as_tensor(w), atol=1e-6)
+    assert net.level_weights(2).shape == (len(hierarchy.vertices[2]), 3)
+
+
+def test_part_codes_act_only_through_their_weights(network, sphere):
+    """With a part's weights zero at every level, that part's code cannot change the output."""
+    net, hierarchy, _ = network
+    weights = np.random.default_rng(2).random((len(sphere[0]), 3))
+    weights[:, 1] = 0
+    muted = LocallyWeightedAutoencoder(net_config(net), hierarchy, weights).eval()
+    muted.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("weights_")}, strict=False)
+    p = torch.randn(2, 3, 6)
+    q = p.clone()
+    q[:, 1] = torch.randn(2, 6)
+    assert torch.allclose(muted.decode_parts(p), muted.decode_parts(q), atol=1e-6)
+    q[:, 0] += 1.0
+    assert not torch.allclose(muted.decode_parts(p), muted.decode_parts(q), atol=1e-3)
+
+
+def net_config(net) -> LWAEConfig:
+    return LWAEConfig(latent=6, parts=3, encoder_channels=[8, 8], decoder_channels=[8, 8, 8], factors=[2, 2],
+                      cheb_k=3, inject=net.inject)
+
+
+def test_mix_and_unmix_codes():
+    p = torch.randn(5, 3, 4)
+    gen = torch.Generator().manual_seed(0)
+    mix = torch.stack([torch.randperm(5, generator=gen) for _ in range(3)])
+    mixed = mix_codes(p, mix)
+    for b in range(5):
+        for k in range(3):
+            assert torch.equal(mixed[b, k], p[mix[k, b], k])
+    assert torch.equal(unmix_codes(mixed, mix), p)
+    identity = torch.arange(5).repeat(3, 1)
+    assert torch.equal(mix_codes(p, identity), p)
+
+
+def test_cycle_with_identity_permutations_is_decode_encode_decode(network, sphere):
+    net, _, _ = network
+    x = torch.randn(3, len(sphere[0]), 3)
+    p = net.encode_parts(x)
+    recon, cycled = net(x, torch.arange(3).repeat(3, 1))
+    assert torch.allclose(recon, net.decode_parts(p), atol=1e-6)
+    assert torch.allclose(cycled, net.decode_parts(net.encode_parts(net.decode_parts(p))), atol=1e-5)
+
+
+def test_swapping_a_part_with_itself_changes_nothing(network):
+    net, _, _ = network
+    codes = torch.randn(2, 3, 6).numpy()
+    for part in range(3):
+        same = mix_part(codes[0], codes[0], part, np.linspace(0, 1, 4))
+        out = net.decode_parts(torch.as_tensor(same, dtype=torch.float32))
+        assert torch.allclose(out, out[:1].expand_as(out), atol=1e-6)
+    moved = mix_part(codes[0], codes[1], 2, [0.0, 1.0])
+    assert np.allclose(moved[0], codes[0]) and np.allclose(moved[1, 2], codes[1, 2])
+    assert np.allclose(moved[1, :2], codes[0, :2])
+
+
+def _linear_decoder(weights: np.ndarray, basis: np.ndarray):
+    """x[n, v] = sum_k weights[v, k] (p[n, k] @ basis[v]): part k moves only where its weights are non-zero."""
+    return lambda p: np.einsum("vk,nkz,vzc->nvc", weights, p, basis)
+
+
+def test_locality_detects_local_and_non_local_models():
+    rng = np.random.default_rng(0)
+    n_vertices, k, z = 120, 4, 5
+    regions = np.arange(n_vertices) % k
+    weights = np.zeros((n_vertices, k))
+    weights[np.arange(n_vertices), regions] = rng.uniform(0.5, 1.0, n_vertices)
+    basis = rng.standard_normal((n_vertices, z, 3))
+    codes = rng.standard_normal((6, k, z))
+    pairs = random_pairs(6, 8)
+    local = locality(_linear_decoder(weights, basis), codes, weights, pairs)
+    assert np.allclose(local["share"], 1.0) and local["min_share"] == pytest.approx(1.0)
+    assert np.allclose(local["chance"], 0.25)
+    # the same decoder with its weights shuffled over the vertices: the regions no longer match
+    shuffled = weights[rng.permutation(n_vertices)]
+    off = locality(_linear_decoder(shuffled, basis), codes, weights, pairs)
+    assert max(off["share"]) < 0.5
+    # a decoder that ignores the parts (every part acts everywhere)
+    glob = locality(_linear_decoder(np.ones((n_vertices, k)), basis), codes, weights, pairs)
+    assert max(glob["share"]) < 0.5
+    # soft, overlapping weights still give a high share when the decoder follows them
+    soft = weights + 0.05
+    assert locality(_linear_decoder(soft, basis), codes, weights, pairs)["min_share"] > 0.7
+
+
+def test_part_regions_and_ellipse_area():
+    w = np.array([[0.0, 0.0], [0.2, 0.9], [0.7, 0.1]])
+    assert part_regions(w).tolist() == [-1, 1, 0]
+    a, b = 2.0, 0.5
+    pts = np.array([[a, 0], [-a, 0], [0, b], [0, -b]])  # sample covariance diag(2a^2/3, 2b^2/3)
+    assert ellipse_area(pts) == pytest.approx(4 * np.pi * 2 * a * b / 3)
+    rot = np.array([[np.cos(0.3), -np.sin(0.3)], [np.sin(0.3), np.cos(0.3)]])
+    assert ellipse_area(pts @ rot.T + 5) == pytest.approx(ellipse_area(pts))
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    from morphable.experiment import train_experiment
+
+    root = tmp_path_factory.mktemp("lwae") / "faces"
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    rng = np.random.default_rng(0)
+    n = 24
+    bumps = rng.standard_normal((n, 3)) * 0.05
+    v = sphere.vertices[None] * (1 + np.einsum("nk,vk->nv", bumps, sphere.vertices)[..., None])
+    write_coma_layout(root, v.astype(np.float32) * 0.1, sphere.faces, [f"s{i // 12}" for i in range(n)],
+                      [f"e{(i // 4) % 3}" for i in range(n)], [i % 4 for i in range(n)], "m", progress=False)
+    config = PRESETS["lwae"]()
+    config.data.path = str(root)
+    config.data.val_fraction = 0.1
+    config.model.factors = [2, 2, 2, 2]
+    config.model.latent = 16
+    config.train.epochs = 2
+    config.train.batch_size = 8
+    out = tmp_path_factory.mktemp("runs") / "lwae"
+    return train_experiment(config, out, progress=False), out, root, config
+
+
+def test_lwae_trains_and_reports(trained_run):
+    from morphable.experiment import load_codec
+    from morphable.runs import Run
+
+    metrics, out, root, config = trained_run
+    assert np.isfinite(metrics["mean_mm"])
+    report = metrics["lwae"]
+    assert report["parts"] == 4
+    shares = np.array(report["locality"]["share"])
+    assert shares.shape == (4,) and ((shares >= 0) & (shares <= 1)).all()
+    assert set(report["diversity"]["pca_area"]) == {"train", "test", "synthesised"}
+    n_train = metrics["split_sizes"]["train"]
+    assert report["diversity"]["sizes"] == {"train": n_train, "test": metrics["split_sizes"]["test"],
+                                            "synthesised": 5 * min(11, n_train - 5) * 4}
+    for name in ("local_weights.png", "part_interpolation.png", "diversity.png"):
+        assert (out / "plots" / name).exists()
+    # the local weights in the checkpoint are those of the train split, computed once before training
+    dataset = load_registered(root, progress=False)
+    split = make_split(dataset, "interpolation", None, 0.1)
+    expected, _ = compute_local_weights(dataset.vertices[split.train], 4, config.model.sparseness,
+                                        config.model.nmf_iterations, config.model.nmf_init, config.seed)
+    codec = load_codec(Run.open(out), config, dataset.n_vertices)
+    assert np.allclose(codec.local_weights, expected, atol=1e-6)
+
+
+def test_parts_command(trained_run, tmp_path):
+    from morphable.cli import main
+    from morphable.io import read_mesh, write_ply
+
+    _, out, root, _ = trained_run
+    assert main(["parts", str(out), "--source", "0", "--target", "1", "--part", "all", "--steps", "3",
+                 "--out", str(tmp_path / "interp")]) == 0
+    assert len(list((tmp_path / "interp").glob("part*_step*.ply"))) == 4 * 3
+    assert (tmp_path / "interp" / "part_interpolation.png").exists()
+    first = read_mesh(tmp_path / "interp" / "part2_step00.ply").vertices
+    other = read_mesh(tmp_path / "interp" / "part0_step00.ply").vertices
+    assert np.allclose(first, other, atol=1e-5)  # t = 0 is the source for every part
+    face = load_registered(root, progress=False).vertices[0]
+    faces = trimesh.creation.icosphere(subdivisions=2).faces
+    write_ply(tmp_path / "a.ply", face, faces)
+    assert main(["parts", str(out), "--swap", str(tmp_path / "a.ply"), "0", "1", "0",
+                 "--out", str(tmp_path / "swap")]) == 0
+    assert (tmp_path / "swap" / "swap.ply").exists() and (tmp_path / "swap" / "swap.png").exists()
+    write_ply(tmp_path / "bad.ply", face[:-5], faces[:10])
+    assert main(["parts", str(out), "--source", str(tmp_path / "bad.ply"), "--target", "0",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert main(["parts", str(out), "--swap", "0", "1", "--out", str(tmp_path / "y")]) == 2
+    assert main(["parts", str(out), "--source", "0", "--target", "999", "--out", str(tmp_path / "z")]) == 2
