@@ -27,7 +27,24 @@ def register(subparsers) -> None:
     fit.add_argument("--steps", type=int, default=1000, help="Adam iterations (default 1000)")
     fit.add_argument("--res", type=int, default=256, help="extraction grid resolution (default 256)")
     fit.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
+    fit.add_argument("--metric-samples", type=int, default=1_000_000,
+                     help="surface samples per mesh for the metrics (default 1000000; fewer raise their floor)")
     fit.set_defaults(func=run_fit)
+
+    linear = subparsers.add_parser("fit-linear", help="fit a linear face model (ICT-FaceKit .npz or folder) to a "
+                                                      "depth point cloud: the linear baseline of 'morphable fit'")
+    linear.add_argument("model", help="ICT-FaceKit model (.npz or the FaceXModel folder)")
+    linear.add_argument("--points", required=True, help="point cloud (.ply/.obj, units of the model)")
+    linear.add_argument("--out", required=True, help="output folder (coefficients.safetensors, fit.ply, metrics.json)")
+    linear.add_argument("--gt", help="ground-truth mesh: adds face/head Chamfer-L1, normal consistency, F-score@1mm")
+    linear.add_argument("--region-vertices", type=int, help="gt vertices 0..N-1 are the face region (ICT: 9409)")
+    linear.add_argument("--skin-vertices", type=int, help="use the model's first N vertices (ICT outer skin: 11248)")
+    linear.add_argument("--modes", type=int, help="identity modes to fit (default: all)")
+    linear.add_argument("--pose", choices=("none", "rigid", "similarity"), default="none",
+                        help="also refine a rigid or similarity pose (default none: the cloud is in the model frame)")
+    linear.add_argument("--metric-samples", type=int, default=1_000_000,
+                        help="surface samples per mesh for the metrics (default 1000000)")
+    linear.set_defaults(func=run_fit_linear)
 
     sample = subparsers.add_parser("sample", help="unconditional samples from a Gaussian fitted to an implicit "
                                                   "run's learned codes")
@@ -60,7 +77,8 @@ def add_data_parsers(sub) -> None:
     sdf.add_argument("--out", required=True, help="dataset folder to create")
     sdf.add_argument("--unit", choices=("m", "cm", "mm"), default="m", help="unit of the meshes (default m)")
     sdf.add_argument("--region-vertices", type=int,
-                     help="vertices 0..N-1 are the face region (ICT-FaceKit: 11248); default: all vertices")
+                     help="vertices 0..N-1 are the face region (ICT-FaceKit: 9409; 11248 = the whole outer skin); "
+                          "default: all vertices")
     sdf.add_argument("--n-surface", type=int, default=250_000, help="surface samples per mesh (default 250000)")
     sdf.add_argument("--n-near", type=int, default=250_000, help="near-surface samples per level (default 250000)")
     sdf.add_argument("--n-ball", type=int, default=100_000, help="unit-ball samples per mesh (default 100000)")
@@ -96,15 +114,34 @@ def run_fit(args: argparse.Namespace) -> int:
 
     if args.steps < 1 or args.res < 8:
         raise MorphableError("--steps must be at least 1 and --res at least 8")
+    if args.metric_samples < 1000:
+        raise MorphableError("--metric-samples must be at least 1000")
     metrics = fit_run(args.run, args.points, args.out, args.gt, args.region_vertices, args.steps, args.res,
-                      args.device)
+                      args.device, args.metric_samples)
+    _print_fit(metrics, args.out)
+    return 0
+
+
+def run_fit_linear(args: argparse.Namespace) -> int:
+    from morphable.errors import MorphableError
+    from morphable.implicit.linear_fit import fit_linear_run
+
+    if args.metric_samples < 1000:
+        raise MorphableError("--metric-samples must be at least 1000")
+    metrics = fit_linear_run(args.model, args.points, args.out, args.gt, args.region_vertices, args.skin_vertices,
+                             args.modes, args.pose, metric_samples=args.metric_samples)
+    _print_fit(metrics, args.out)
+    return 0
+
+
+def _print_fit(metrics: dict, out: str) -> None:
+    """One line: fitting time, energy, and the face/head metrics when a ground truth was given."""
     line = f"fitted in {metrics['fit_seconds']:.1f} s, energy {metrics['energy_first']:.4g} -> {metrics['energy_last']:.4g}"
     if "head" in metrics:
         line += "; " + "; ".join(f"{r}: Chamfer-L1 {metrics[r]['chamfer_l1_mm']:.3f} mm, N.C. "
                                  f"{metrics[r]['normal_consistency']:.3f}, F@1mm {metrics[r]['fscore_1mm']:.3f}"
                                  for r in ("face", "head"))
-    print(f"{line}  ->  {args.out}")
-    return 0
+    print(f"{line}  ->  {out}")
 
 
 def run_sample(args: argparse.Namespace) -> int:

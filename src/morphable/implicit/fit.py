@@ -65,8 +65,14 @@ def sample_with_normals(vertices: np.ndarray, faces: np.ndarray, n: int, seed: i
     return points, normals, index
 
 
+METRIC_SAMPLES = 1_000_000
+"""Surface samples per mesh for the metrics. The metrics have a floor that depends on the sample count: a
+perfect reconstruction of an ICT-FaceKit head scores Chamfer-L1 0.72 mm at 100k samples, 0.31 mm at 500k
+and 0.23 mm at 1M. The thesis samples 2.5M."""
+
+
 def region_metrics(pred: tuple[np.ndarray, np.ndarray], gt: tuple[np.ndarray, np.ndarray],
-                   gt_region_mask: np.ndarray | None, to_mm: float, n_samples: int = 100_000,
+                   gt_region_mask: np.ndarray | None, to_mm: float, n_samples: int = METRIC_SAMPLES,
                    seed: int = 0) -> dict[str, dict[str, float]]:
     """``{"face": ..., "head": ...}`` surface metrics of a predicted mesh against a ground-truth mesh.
 
@@ -87,9 +93,24 @@ def region_metrics(pred: tuple[np.ndarray, np.ndarray], gt: tuple[np.ndarray, np
     return out
 
 
+def read_ground_truth(gt_path: str | os.PathLike | None, region_vertices: int | None):
+    """The ground-truth mesh of ``--gt`` (or None) and its face-region mask ``(V,)`` (vertices
+    ``0..region_vertices-1``; None: the whole mesh), checked before any work is done."""
+    from morphable.io import read_mesh
+
+    if gt_path is None:
+        return None, None
+    gt = read_mesh(gt_path)
+    if region_vertices is None:
+        return gt, None
+    if not 0 < region_vertices <= len(gt.vertices):
+        raise input_error(gt_path, f"--region-vertices {region_vertices} is not in 1..{len(gt.vertices)}")
+    return gt, np.arange(len(gt.vertices)) < region_vertices
+
+
 def fit_run(run_path: str | os.PathLike, points_path: str | os.PathLike, out: str | os.PathLike,
             gt_path: str | os.PathLike | None = None, region_vertices: int | None = None, steps: int = 1000,
-            resolution: int = 256, device: str = "cpu") -> dict[str, Any]:
+            resolution: int = 256, device: str = "cpu", metric_samples: int = METRIC_SAMPLES) -> dict[str, Any]:
     """Fit a code of the run's model to a point cloud (source units of its training data), write
     ``code.safetensors``, ``fit.ply`` (the extracted mesh, source units) and ``metrics.json`` (fit energy,
     seconds, and with ``gt_path`` the face/head metrics) into ``out``; returns the metrics."""
@@ -103,6 +124,7 @@ def fit_run(run_path: str | os.PathLike, points_path: str | os.PathLike, out: st
     cloud = read_mesh(points_path).vertices
     if len(cloud) == 0 or not np.isfinite(cloud).all():
         raise input_error(points_path, "the point cloud is empty or has NaN/infinite coordinates")
+    gt, mask = read_ground_truth(gt_path, region_vertices)
     similarity = Similarity.from_dict(shapes["shapes"][0]["similarity"])
     points = torch.as_tensor(similarity.apply(cloud), dtype=torch.float32, device=device)
     for p in method.network.parameters():
@@ -122,13 +144,9 @@ def fit_run(run_path: str | os.PathLike, points_path: str | os.PathLike, out: st
     write_mesh(out / "fit.ply", vertices, faces)
     metrics: dict[str, Any] = {"energy_first": history[0], "energy_last": history[-1], "steps": steps,
                                "fit_seconds": round(fit_seconds, 3)}
-    if gt_path is not None:
-        gt = read_mesh(gt_path)
-        mask = None
-        if region_vertices is not None:
-            if not 0 < region_vertices <= len(gt.vertices):
-                raise input_error(gt_path, f"--region-vertices {region_vertices} is not in 1..{len(gt.vertices)}")
-            mask = np.arange(len(gt.vertices)) < region_vertices
-        metrics.update(region_metrics((vertices, faces), (gt.vertices, gt.faces), mask, UNIT_TO_MM[shapes["unit"]]))
+    if gt is not None:
+        metrics.update(region_metrics((vertices, faces), (gt.vertices, gt.faces), mask, UNIT_TO_MM[shapes["unit"]],
+                                      n_samples=metric_samples))
+        metrics["metric_samples"] = metric_samples
     write_json(out / "metrics.json", metrics)
     return metrics
