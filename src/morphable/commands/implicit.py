@@ -22,13 +22,10 @@ def register(subparsers) -> None:
     fit.add_argument("run", help="run folder of 'morphable train npm|triplane'")
     fit.add_argument("--points", required=True, help="point cloud (.ply/.obj, units of the training data)")
     fit.add_argument("--out", required=True, help="output folder (code.safetensors, fit.ply, metrics.json)")
-    fit.add_argument("--gt", help="ground-truth mesh: adds face/head Chamfer-L1, normal consistency, F-score@1mm")
-    fit.add_argument("--region-vertices", type=int, help="gt vertices 0..N-1 are the face region (default: all)")
+    _add_ground_truth_arguments(fit)
     fit.add_argument("--steps", type=int, default=1000, help="Adam iterations (default 1000)")
     fit.add_argument("--res", type=int, default=256, help="extraction grid resolution (default 256)")
     fit.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
-    fit.add_argument("--metric-samples", type=int, default=1_000_000,
-                     help="surface samples per mesh for the metrics (default 1000000; fewer raise their floor)")
     fit.set_defaults(func=run_fit)
 
     linear = subparsers.add_parser("fit-linear", help="fit a linear face model (ICT-FaceKit .npz or folder) to a "
@@ -36,14 +33,11 @@ def register(subparsers) -> None:
     linear.add_argument("model", help="ICT-FaceKit model (.npz or the FaceXModel folder)")
     linear.add_argument("--points", required=True, help="point cloud (.ply/.obj, units of the model)")
     linear.add_argument("--out", required=True, help="output folder (coefficients.safetensors, fit.ply, metrics.json)")
-    linear.add_argument("--gt", help="ground-truth mesh: adds face/head Chamfer-L1, normal consistency, F-score@1mm")
-    linear.add_argument("--region-vertices", type=int, help="gt vertices 0..N-1 are the face region (ICT: 9409)")
+    _add_ground_truth_arguments(linear)
     linear.add_argument("--skin-vertices", type=int, help="use the model's first N vertices (ICT outer skin: 11248)")
     linear.add_argument("--modes", type=int, help="identity modes to fit (default: all)")
     linear.add_argument("--pose", choices=("none", "rigid", "similarity"), default="none",
                         help="also refine a rigid or similarity pose (default none: the cloud is in the model frame)")
-    linear.add_argument("--metric-samples", type=int, default=1_000_000,
-                        help="surface samples per mesh for the metrics (default 1000000)")
     linear.set_defaults(func=run_fit_linear)
 
     sample = subparsers.add_parser("sample", help="unconditional samples from a Gaussian fitted to an implicit "
@@ -68,6 +62,15 @@ def register(subparsers) -> None:
     interp.add_argument("--res", type=int, default=128, help="extraction grid resolution (default 128)")
     interp.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
     interp.set_defaults(func=run_interpolate)
+
+
+def _add_ground_truth_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--gt``, ``--region-vertices`` and ``--metric-samples`` of the fitting commands."""
+    parser.add_argument("--gt", help="ground-truth mesh: adds face/head Chamfer-L1, normal consistency, F-score@1mm")
+    parser.add_argument("--region-vertices", type=int,
+                        help="gt vertices 0..N-1 are the face region (ICT-FaceKit: 9409; default: all)")
+    parser.add_argument("--metric-samples", type=int, default=1_000_000,
+                        help="surface samples per mesh for the metrics (default 1000000; fewer raise their floor)")
 
 
 def add_data_parsers(sub) -> None:

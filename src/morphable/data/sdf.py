@@ -204,6 +204,26 @@ def _irregular_face_edges(faces: np.ndarray, report: EdgeReport) -> np.ndarray:
     return np.isin(keys, report.irregular_edges @ np.array([n, 1], dtype=np.int64))
 
 
+def barycentric_coordinates(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
+                            tri_index: np.ndarray) -> np.ndarray:
+    """Barycentric coordinates ``(N, 3)`` of ``points (N, 3)`` in the plane of triangles ``faces[tri_index]``.
+
+    With ``e0 = b - a``, ``e1 = c - a``, ``e2 = p - a`` and ``d_ij = e_i . e_j``:
+    ``b1 = (d11 d20 - d01 d21) / D``, ``b2 = (d00 d21 - d01 d20) / D``, ``D = d00 d11 - d01^2``, and
+    ``(1 - b1 - b2, b1, b2)``; degenerate triangles (``D = 0``) use ``D = 1``.
+    """
+    f = faces[tri_index]
+    a = vertices[f[:, 0]]
+    e0, e1, e2 = vertices[f[:, 1]] - a, vertices[f[:, 2]] - a, points - a
+    d00, d01, d11 = (e0 * e0).sum(1), (e0 * e1).sum(1), (e1 * e1).sum(1)
+    d20, d21 = (e2 * e0).sum(1), (e2 * e1).sum(1)
+    den = d00 * d11 - d01 * d01
+    den = np.where(den > 0, den, 1.0)
+    b1 = (d11 * d20 - d01 * d21) / den
+    b2 = (d00 * d21 - d01 * d20) / den
+    return np.stack([1 - b1 - b2, b1, b2], axis=1)
+
+
 def _on_irregular_feature(closest: np.ndarray, tri_index: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
                           irregular_edges: np.ndarray, irregular_vertices: np.ndarray,
                           tol: float = 1e-7) -> np.ndarray:
@@ -214,15 +234,7 @@ def _on_irregular_feature(closest: np.ndarray, tri_index: np.ndarray, vertices: 
     ``irregular_edges (F, 3)`` from :func:`_irregular_face_edges`, ``irregular_vertices (V,)``.
     """
     f = faces[tri_index]
-    a = vertices[f[:, 0]]
-    e0, e1, e2 = vertices[f[:, 1]] - a, vertices[f[:, 2]] - a, closest - a
-    d00, d01, d11 = (e0 * e0).sum(1), (e0 * e1).sum(1), (e1 * e1).sum(1)
-    d20, d21 = (e2 * e0).sum(1), (e2 * e1).sum(1)
-    den = d00 * d11 - d01 * d01
-    den = np.where(den > 0, den, 1.0)
-    b1 = (d11 * d20 - d01 * d21) / den
-    b2 = (d00 * d21 - d01 * d20) / den
-    bary = np.stack([1 - b1 - b2, b1, b2], axis=1)
+    bary = barycentric_coordinates(closest, vertices, faces, tri_index)
     on_edge = (irregular_edges[tri_index] & (bary <= tol)).any(axis=1)
     on_vertex = (irregular_vertices[f] & (bary >= 1 - tol)).any(axis=1)
     return on_edge | on_vertex

@@ -92,22 +92,14 @@ def closest_points(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray
         distances ``(N,)``, triangle indices ``(N,)`` int64 and barycentric coordinates ``(N, 3)`` of the
         closest points in those triangles (float64, clipped to [0, 1] and renormalised).
     """
-    from morphable.data.sdf import igl_module
+    from morphable.data.sdf import barycentric_coordinates, igl_module
 
     igl = igl_module()
     V = np.ascontiguousarray(vertices, dtype=np.float64)
     F = np.ascontiguousarray(faces, dtype=np.int64)
     sq, tri, closest = igl.point_mesh_squared_distance(np.ascontiguousarray(points, dtype=np.float64), V, F)
     tri = np.asarray(tri, dtype=np.int64).reshape(-1)
-    a, b, c = (V[F[tri, k]] for k in range(3))
-    e0, e1, e2 = b - a, c - a, np.asarray(closest) - a
-    d00, d01, d11 = (e0 * e0).sum(1), (e0 * e1).sum(1), (e1 * e1).sum(1)
-    d20, d21 = (e2 * e0).sum(1), (e2 * e1).sum(1)
-    den = d00 * d11 - d01 * d01
-    den = np.where(den > 0, den, 1.0)
-    b1 = (d11 * d20 - d01 * d21) / den
-    b2 = (d00 * d21 - d01 * d20) / den
-    bary = np.clip(np.stack([1 - b1 - b2, b1, b2], axis=1), 0.0, 1.0)
+    bary = np.clip(barycentric_coordinates(np.asarray(closest), V, F, tri), 0.0, 1.0)
     bary /= np.maximum(bary.sum(axis=1, keepdims=True), 1e-12)
     return np.sqrt(np.maximum(sq, 0.0)), tri, bary
 
