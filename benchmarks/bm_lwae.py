@@ -4,8 +4,9 @@ Datasets: the synthetic faces and the decimated ICT-FaceKit sample of ``bm_accur
 helpers, interpolation protocol). On each, ``coma`` and ``lwae`` are trained at latent 64 on the same
 split for the same epochs with the same optimiser (the presets' SGD 8e-3, momentum 0.9, wd 5e-4, decay
 0.99) and the same batch size (32, the LWAE paper's). LWAE variants (``--variants``, synthetic data
-only by default) change one setting each, e.g. ``noinject`` (no injection after the up-samplings),
-``nocycle`` (cycle weight 0), ``s0.7`` (sparseness 0.7).
+and ICT by default) change one setting each, e.g. ``loc0`` / ``loc3`` (swap-locality weight 0 / 3; the
+preset's is 1), ``noinject`` (no injection after the up-samplings), ``nocycle`` (cycle weight 0),
+``s0.7`` (sparseness 0.7).
 
 Reported (from the run's ``metrics.json``; LWAE numbers are what ``morphable train lwae`` writes):
 test error mean/median in mm and LWAE vs CoMA (goal: within 10 %); locality per part (share of the
@@ -15,7 +16,7 @@ displacement caused by swapping part k that falls in its region R_k, mean over 1
 and t-SNE projections.
 
 Usage: OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/bm_lwae.py [--epochs 15] \
-    [--subjects 4 --frames 5 --ict-subjects 4 --ict-frames 5] [--variants noinject nocycle ...]
+    [--subjects 4 --frames 5 --ict-subjects 4 --ict-frames 5] [--variants loc0 loc3 noinject ...]
 Writes benchmarks/results/bm_lwae.json (after every run) and prints a table.
 """
 
@@ -38,7 +39,8 @@ from bm_accuracy import RESULTS, ict_dataset, synthetic_dataset  # noqa: E402
 LATENT = 64
 BATCH = 32
 VARIANTS = {"noinject": {"inject": False}, "nocycle": {"cycle_weight": 0.0}, "s0.7": {"sparseness": 0.7},
-            "s0.3": {"sparseness": 0.3}, "cycle3": {"cycle_weight": 3.0}}
+            "s0.3": {"sparseness": 0.3}, "cycle3": {"cycle_weight": 3.0},
+            **{f"loc{w:g}": {"locality_weight": w} for w in (0.0, 0.3, 1.0, 3.0, 10.0, 30.0)}}
 
 
 def _default_work() -> Path:
@@ -109,9 +111,9 @@ def main() -> None:
     parser.add_argument("--ict-frames", type=int, default=5)
     parser.add_argument("--ict-vertices", type=int, default=5000)
     parser.add_argument("--datasets", nargs="+", default=["synthetic", "ict"], choices=("synthetic", "ict"))
-    parser.add_argument("--variants", nargs="*", default=["noinject"], choices=sorted(VARIANTS),
-                        help="LWAE variants trained on --variant-datasets (default: noinject)")
-    parser.add_argument("--variant-datasets", nargs="*", default=["synthetic"], choices=("synthetic", "ict"))
+    parser.add_argument("--variants", nargs="*", default=["loc0", "loc3"], choices=sorted(VARIANTS),
+                        help="LWAE variants trained on --variant-datasets (default: loc0 loc3)")
+    parser.add_argument("--variant-datasets", nargs="*", default=["synthetic", "ict"], choices=("synthetic", "ict"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--work", type=Path, default=None)

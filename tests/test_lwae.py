@@ -1,5 +1,8 @@
 """Locally weighted autoencoder: features, projection and decoding shapes, code mixing, the locality and
-diversity measurements, a short training run with its report, and the ``morphable parts`` command."""
+diversity measurements, the swap-locality loss, a short training run with its report, and the ``morphable parts``
+command."""
+
+import csv
 
 import numpy as np
 import pytest
@@ -9,7 +12,7 @@ import trimesh
 from morphable.config import PRESETS, LWAEConfig
 from morphable.data.registered import load_registered, make_split, write_coma_layout
 from morphable.explicit.lwae import (LocallyWeightedAutoencoder, compute_local_weights, displacement_features,
-                                     level_weights, mix_codes, unmix_codes)
+                                     level_weights, locality_loss, mix_codes, outside_region, unmix_codes)
 from morphable.explicit.method import template_hierarchy
 from morphable.explicit.parts import ellipse_area, locality, mix_part, part_regions, random_pairs
 
@@ -94,7 +97,8 @@ def test_cycle_with_identity_permutations_is_decode_encode_decode(network, spher
     net, _, _ = network
     x = torch.randn(3, len(sphere[0]), 3)
     p = net.encode_parts(x)
-    recon, cycled = net(x, torch.arange(3).repeat(3, 1))
+    recon, cycled, swapped = net(x, torch.arange(3).repeat(3, 1))
+    assert swapped is None
     assert torch.allclose(recon, net.decode_parts(p), atol=1e-6)
     assert torch.allclose(cycled, net.decode_parts(net.encode_parts(net.decode_parts(p))), atol=1e-5)
 
@@ -140,6 +144,56 @@ def test_locality_detects_local_and_non_local_models():
     assert locality(_linear_decoder(soft, basis), codes, weights, pairs)["min_share"] > 0.7
 
 
+def test_locality_loss_zero_for_local_decoder_positive_for_non_local():
+    rng = np.random.default_rng(3)
+    n_vertices, k, z, b = 60, 3, 4, 5
+    regions = rng.integers(0, k, n_vertices)
+    weights = np.zeros((n_vertices, k))
+    weights[np.arange(n_vertices), regions] = rng.uniform(0.5, 1.0, n_vertices)
+    weights[:2] = 0  # vertices of no part: any motion there is a leak
+    basis = torch.as_tensor(rng.standard_normal((n_vertices, z, 3)))
+    p = torch.as_tensor(rng.standard_normal((b, k, z)))
+    swap = torch.as_tensor(rng.permutation(b))
+
+    def decode(w: np.ndarray, codes: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("vk,nkz,vzc->nvc", torch.as_tensor(w), codes, basis)
+
+    w_t = torch.as_tensor(weights)
+    for part in range(k):
+        outside = outside_region(w_t, part)
+        assert outside.tolist() == [0.0 if (regions[v] == part and v >= 2) else 1.0 for v in range(n_vertices)]
+        q = p.clone()
+        q[:, part] = p[swap, part]
+        assert locality_loss(decode(weights, q), decode(weights, p), w_t, part).item() == 0.0  # local by construction
+        spread = weights + 0.3  # every part also acts everywhere else
+        swapped, base = decode(spread, q), decode(spread, p)
+        loss = locality_loss(swapped, base, w_t, part).item()
+        naive = sum(abs(float(swapped[i, v, c] - base[i, v, c])) for i in range(b) for v in range(n_vertices)
+                    for c in range(3) if not (regions[v] == part and v >= 2)) / (b * n_vertices * 3)
+        assert loss > 0.01 and loss == pytest.approx(naive, rel=1e-9)
+
+
+def test_swapped_decoding_and_locality_gradient(network, sphere):
+    """``forward(x, part=k, swap=s)`` decodes p with part k taken from face s(b); the loss trains the decoder."""
+    net, _, _ = network
+    x = torch.randn(4, len(sphere[0]), 3)
+    swap = torch.tensor([2, 0, 3, 1])
+    recon, cycled, swapped = net(x, None, 1, swap)
+    p = net.encode_parts(x)
+    q = p.clone()
+    q[:, 1] = p[swap, 1]
+    assert cycled is None and torch.allclose(swapped, net.decode_parts(q), atol=1e-6)
+    assert torch.allclose(recon, net.decode_parts(p), atol=1e-6)
+    loss = locality_loss(swapped, recon, net.local_weights, 1)
+    assert loss.item() > 0
+    loss.backward()
+    assert net.output_conv.weight.grad.abs().sum() > 0
+    net.zero_grad(set_to_none=True)
+    # identity swap: nothing moves, no loss
+    _, _, same = net(x, None, 1, torch.arange(4))
+    assert locality_loss(same, recon, net.local_weights, 1).item() == pytest.approx(0.0, abs=1e-7)
+
+
 def test_part_regions_and_ellipse_area():
     w = np.array([[0.0, 0.0], [0.2, 0.9], [0.7, 0.1]])
     assert part_regions(w).tolist() == [-1, 1, 0]
@@ -179,6 +233,10 @@ def test_lwae_trains_and_reports(trained_run):
 
     metrics, out, root, config = trained_run
     assert np.isfinite(metrics["mean_mm"])
+    assert config.model.locality_weight > 0  # the preset trains with the swap-locality loss
+    with open(out / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and all(float(r["train_locality"]) > 0 for r in rows)
     report = metrics["lwae"]
     assert report["parts"] == 4
     shares = np.array(report["locality"]["share"])

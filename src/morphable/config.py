@@ -83,7 +83,8 @@ class LWAEConfig(AutoencoderConfig):
     Local weights: sparse NMF (``nmf_iterations`` sweeps from ``nmf_init``) of the train meshes'
     per-vertex displacement magnitudes, every part's column with Hoyer sparseness at least
     ``sparseness``. ``inject``: also add the locally weighted part codes after every decoder
-    up-sampling. ``cycle_weight``: weight of the decompose-compose cycle loss.
+    up-sampling. ``cycle_weight``: weight of the decompose-compose cycle loss. ``locality_weight``: weight
+    of the swap-locality loss (what swapping one part's code moves outside that part's region).
     """
 
     parts: int = 4
@@ -92,6 +93,7 @@ class LWAEConfig(AutoencoderConfig):
     nmf_init: str = "nndsvd"
     inject: bool = True
     cycle_weight: float = 1.0
+    locality_weight: float = 1.0
 
 
 @dataclass

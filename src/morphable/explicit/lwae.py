@@ -24,7 +24,11 @@ whole face is decoded in one pass (no per-part decoders, no affine composition).
 Training: L1 reconstruction plus the decompose-compose cycle loss (Dubrovina et al. 2019): mix part
 codes across the batch with one random permutation per part, ``p~[b, k] = p[sigma_k(b), k]``, decode,
 re-encode and project, un-mix with the inverse permutations and decode again; the cycle loss is the
-L1 distance of that last decoding to the input.
+L1 distance of that last decoding to the input. Optional swap-locality loss (``locality_weight > 0``):
+per step one part ``k`` (``step mod K``) of every face is replaced by that of another face of the batch,
+``p~[b, k] = p[sigma(b), k]`` (other parts unchanged), and the decoder is penalised for what this moves
+outside part ``k``'s region ``R_k = {v : argmax_j W[v, j] = k}``:
+``L_loc = mean_{b, v, c} (1 - [v in R_k]) |D(p~)[b, v, c] - D(p)[b, v, c]|`` (:func:`locality_loss`).
 """
 
 from __future__ import annotations
@@ -77,6 +81,22 @@ def mix_codes(p: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
 def unmix_codes(p: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`mix_codes`: ``out[mix[k, b], k] = p[b, k]``."""
     return mix_codes(p, torch.argsort(mix, dim=1))
+
+
+def outside_region(weights: torch.Tensor, part: int) -> torch.Tensor:
+    """``1 - [v in R_part]`` with ``R_part = {v : argmax_j W[v, j] = part}`` (all-zero rows: in no region);
+    ``weights: (V, K)`` -> ``(V,)``."""
+    inside = (weights.argmax(dim=1) == part) & (weights.max(dim=1).values > 0)
+    return (~inside).to(weights.dtype)
+
+
+def locality_loss(swapped: torch.Tensor, base: torch.Tensor, weights: torch.Tensor, part: int) -> torch.Tensor:
+    """Swap-locality loss: mean over ``(B, V, 3)`` of ``(1 - [v in R_part]) |swapped - base|``.
+
+    ``swapped``: decodings ``(B, V, 3)`` of codes that differ from those of ``base (B, V, 3)`` in part ``part``
+    only; ``weights: (V, K)``. Zero exactly when changing part ``part`` moves nothing outside its region.
+    """
+    return ((swapped - base).abs() * outside_region(weights, part)[:, None]).mean()
 
 
 class LocallyWeightedAutoencoder(MeshAutoencoder):
@@ -146,17 +166,27 @@ class LocallyWeightedAutoencoder(MeshAutoencoder):
         again = self.encode_parts(self.decode_parts(mix_codes(p, mix)))
         return self.decode_parts(unmix_codes(again, mix))
 
-    def forward(self, x: torch.Tensor, mix: torch.Tensor | None = None):
-        """``x: (B, V, 3)`` -> reconstruction; with ``mix: (K, B)`` -> ``(reconstruction, cycle reconstruction)``."""
+    def forward(self, x: torch.Tensor, mix: torch.Tensor | None = None, part: int | None = None,
+                swap: torch.Tensor | None = None):
+        """``x: (B, V, 3)`` -> reconstruction ``D(P E(x))``; with ``mix: (K, B)`` and/or ``part`` and ``swap: (B,)``
+        -> ``(reconstruction, cycle reconstruction or None, swapped decoding or None)``, the swapped decoding
+        being ``D(p~)`` with ``p~ = p`` except ``p~[b, part] = p[swap[b], part]``."""
         p = self.encode_parts(x)
         recon = self.decode_parts(p)
-        if mix is None:
+        if mix is None and swap is None:
             return recon
-        return recon, self.cycle(p, mix)
+        cycled = None if mix is None else self.cycle(p, mix)
+        swapped = None
+        if swap is not None:
+            q = p.clone()
+            q[:, part] = p[swap, part]
+            swapped = self.decode_parts(q)
+        return recon, cycled, swapped
 
 
 class LWAEMethod(AutoencoderMethod):
-    """Training of :class:`LocallyWeightedAutoencoder`: L1 reconstruction + ``cycle_weight`` x L1 cycle loss.
+    """Training of :class:`LocallyWeightedAutoencoder`: L1 reconstruction + ``cycle_weight`` x L1 cycle loss
+    + ``locality_weight`` x swap-locality loss (:func:`locality_loss`, part ``step mod K``).
 
     ``local_weights``: ``(n_vertices, K)`` from :func:`compute_local_weights` on the train split (``None``
     when a checkpoint will provide them). The permutations of step ``s`` come from a generator seeded
@@ -168,30 +198,36 @@ class LWAEMethod(AutoencoderMethod):
         self._initial_weights = local_weights
         super().__init__(config, hierarchy, normaliser, device)
         self.cycle_weight = float(config.model.cycle_weight)
+        self.locality_weight = float(config.model.locality_weight)
         self.seed = config.seed
 
     def build_network(self, config: ExperimentConfig, hierarchy: MeshHierarchy) -> nn.Module:
         return LocallyWeightedAutoencoder(config.model, hierarchy, self._initial_weights)
 
     def permutations(self, batch: int, step: int) -> torch.Tensor:
-        """``(K, batch)``: one random permutation of the batch per part, drawn for ``step``."""
+        """``(K + 1, batch)``: one random permutation of the batch per part (the cycle's), then the swap's."""
         gen = torch.Generator().manual_seed(self.seed * 1000003 + step)
-        return torch.stack([torch.randperm(batch, generator=gen) for _ in range(self.network.parts)])
+        return torch.stack([torch.randperm(batch, generator=gen) for _ in range(self.network.parts + 1)])
 
     def training_step(self, batch: torch.Tensor, step: int) -> dict[str, float]:
         x = batch.to(self.device, non_blocking=True)
-        if self.cycle_weight > 0:
-            recon, cycled = self.forward_network(x, self.permutations(len(x), step).to(self.device))
-            rec_loss = (recon - x).abs().mean()
-            cycle_loss = (cycled - x).abs().mean()
-            loss = rec_loss + self.cycle_weight * cycle_loss
+        perms = self.permutations(len(x), step).to(self.device)
+        part = step % self.network.parts
+        use_cycle, use_swap = self.cycle_weight > 0, self.locality_weight > 0
+        zero = torch.zeros((), device=self.device)
+        if use_cycle or use_swap:
+            recon, cycled, swapped = self.forward_network(x, perms[:-1] if use_cycle else None, part,
+                                                          perms[-1] if use_swap else None)
         else:
-            rec_loss = (self.forward_network(x) - x).abs().mean()
-            cycle_loss, loss = torch.zeros(()), rec_loss
+            recon, cycled, swapped = self.forward_network(x), None, None
+        rec_loss = (recon - x).abs().mean()
+        cycle_loss = zero if cycled is None else (cycled - x).abs().mean()
+        loc_loss = zero if swapped is None else locality_loss(swapped, recon, self.network.local_weights, part)
+        loss = rec_loss + self.cycle_weight * cycle_loss + self.locality_weight * loc_loss
         self._optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._optimizer.step()
-        return {"loss": loss.item(), "recon": rec_loss.item(), "cycle": cycle_loss.item()}
+        return {"loss": loss.item(), "recon": rec_loss.item(), "cycle": cycle_loss.item(), "locality": loc_loss.item()}
 
     @property
     def local_weights(self) -> np.ndarray:
