@@ -234,25 +234,13 @@ class LWAEMethod(AutoencoderMethod):
         """``(n_vertices, K)``."""
         return self.network.local_weights.detach().cpu().numpy().astype(np.float64)
 
-    @torch.no_grad()
     def encode_parts(self, vertices: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Raw meshes ``(N, V, 3)`` -> part codes ``(N, K, Z)``."""
-        self.network.eval()
-        out = []
-        for start in range(0, len(vertices), batch_size):
-            x = torch.as_tensor(vertices[start:start + batch_size], dtype=torch.float32, device=self.device)
-            out.append(self.network.encode_parts((x - self.mean) / self.std).cpu().numpy())
-        return np.concatenate(out)
+        return self.batched(lambda x: self.network.encode_parts((x - self.mean) / self.std), vertices, batch_size)
 
-    @torch.no_grad()
     def decode_parts(self, codes: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Part codes ``(N, K, Z)`` -> raw meshes ``(N, V, 3)``."""
-        self.network.eval()
-        out = []
-        for start in range(0, len(codes), batch_size):
-            p = torch.as_tensor(codes[start:start + batch_size], dtype=torch.float32, device=self.device)
-            out.append((self.network.decode_parts(p) * self.std + self.mean).cpu().numpy())
-        return np.concatenate(out)
+        return self.batched(lambda p: self.network.decode_parts(p) * self.std + self.mean, codes, batch_size)
 
 
 def lwae_method(config: ExperimentConfig, hierarchy: MeshHierarchy, normaliser: Normaliser, device: torch.device,

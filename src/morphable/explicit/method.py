@@ -82,15 +82,19 @@ class AutoencoderMethod:
         self.std = state["normaliser_std"].to(self.device)
 
     @torch.no_grad()
-    def reconstruct(self, vertices: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Encode and decode raw meshes ``(N, V, 3)`` (in the data's unit) -> ``(N, V, 3)``."""
+    def batched(self, fn, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """``fn`` (tensor -> tensor) over ``inputs`` in batches of ``batch_size``, in eval mode, as numpy."""
         self.network.eval()
         out = []
-        for start in range(0, len(vertices), batch_size):
-            x = torch.as_tensor(vertices[start:start + batch_size], dtype=torch.float32, device=self.device)
-            recon = self.network((x - self.mean) / self.std) * self.std + self.mean
-            out.append(recon.cpu().numpy())
+        for start in range(0, len(inputs), batch_size):
+            chunk = torch.as_tensor(inputs[start:start + batch_size], dtype=torch.float32, device=self.device)
+            out.append(fn(chunk).cpu().numpy())
         return np.concatenate(out)
+
+    def reconstruct(self, vertices: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Encode and decode raw meshes ``(N, V, 3)`` (in the data's unit) -> ``(N, V, 3)``."""
+        return self.batched(lambda x: self.network((x - self.mean) / self.std) * self.std + self.mean, vertices,
+                            batch_size)
 
     @torch.no_grad()
     def encode(self, vertices: np.ndarray) -> np.ndarray:
