@@ -117,3 +117,22 @@ def test_largest_component_and_empty_field():
     assert ve.shape == (0, 3) and fe.shape == (0, 3)
     with pytest.raises(ValueError):
         extract_mesh(sphere, 16, method="mise")
+
+
+def test_domain_radius_removes_sheets_outside_the_ball_and_keeps_band_exact():
+    centre = torch.tensor([0.9, 0.9, 0.9])  # |c| = 1.56: a sphere of radius 0.2 entirely outside the unit ball
+
+    def head(p):
+        return p.norm(dim=-1) - 0.5
+
+    def head_and_artefact(p):
+        return torch.minimum(head(p), (p - centre).norm(dim=-1) - 0.2)
+
+    v_all, f_all, _ = extract_mesh(head_and_artefact, resolution=48)
+    v_head, f_head, _ = extract_mesh(head, resolution=48)
+    assert len(f_all) > len(f_head)  # without the clip the artefact is extracted
+    dense = extract_mesh(head_and_artefact, resolution=48, method="dense", domain_radius=1.0)
+    band = extract_mesh(head_and_artefact, resolution=48, domain_radius=1.0)
+    for v, f, _ in (dense, band):
+        np.testing.assert_array_equal(f, f_head)
+        np.testing.assert_allclose(v, v_head, atol=1e-6)

@@ -99,14 +99,18 @@ def extract_code_mesh(method, code, resolution: int = 256, device: str = "cpu"):
     ``resolution^3`` over [-1, 1]^3 in normalised units, by the exact narrow-band extraction
     (:func:`morphable.mesh.extract.extract_mesh`). ``method``: an :class:`ImplicitMethod` (e.g. from
     :func:`load_implicit`). Returns vertices (V, 3), faces (F, 3) (both empty without a level set) and the
-    extraction statistics."""
+    extraction statistics.
+
+    The field is clipped to the unit ball, ``max(f, |x| - 1)``: training samples (surface, near-surface and
+    ball points) all lie in it, so outside it the network is unconstrained and its level-set sheets in the
+    cube's corners are artefacts. Shapes are normalised to radius 0.9 (``data.sdf.DEFAULT_RADIUS``)."""
     import torch
 
     from morphable.mesh.extract import extract_mesh
 
     with torch.no_grad():
         fn = method.network.field.sdf_function(code.detach())
-        return extract_mesh(fn, resolution=resolution, device=device)
+        return extract_mesh(fn, resolution=resolution, device=device, domain_radius=1.0)
 
 
 def extract_run_mesh(path: str | os.PathLike, code: int, out: str | os.PathLike, resolution: int = 256,

@@ -116,9 +116,8 @@ def fit_run(run_path: str | os.PathLike, points_path: str | os.PathLike, out: st
     seconds, and with ``gt_path`` the face/head metrics) into ``out``; returns the metrics."""
     from morphable.data.registered import UNIT_TO_MM
     from morphable.data.sdf import Similarity
-    from morphable.implicit.experiment import load_implicit
+    from morphable.implicit.experiment import extract_code_mesh, load_implicit
     from morphable.io import read_mesh, save_weights, write_json, write_mesh
-    from morphable.mesh.extract import extract_mesh
 
     method, run, shapes = load_implicit(run_path, device)
     cloud = read_mesh(points_path).vertices
@@ -132,11 +131,9 @@ def fit_run(run_path: str | os.PathLike, points_path: str | os.PathLike, out: st
     started = time.perf_counter()
     code, history = fit_code(lambda z, x: method.network(z, x)[0], method.codes.weight.shape[1], points, steps)
     fit_seconds = time.perf_counter() - started
-    with torch.no_grad():
-        vertices, faces, _ = extract_mesh(method.network.field.sdf_function(code), resolution=resolution,
-                                          device=device)
+    vertices, faces, _ = extract_code_mesh(method, code, resolution, device)
     if len(faces) == 0:
-        raise input_error(points_path, "the fitted code has no surface inside [-1, 1]^3")
+        raise input_error(points_path, "the fitted code has no surface inside the unit ball")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     vertices = similarity.invert(vertices)

@@ -104,6 +104,19 @@ def _evaluator(sdf: Any, axes: tuple[torch.Tensor, ...]) -> GridEvaluator:
     return evaluate
 
 
+def _clip_to_ball(evaluate: GridEvaluator, axes: tuple[torch.Tensor, ...], radius: float) -> GridEvaluator:
+    """``max(f(x), |x| - radius)``: positive (outside) beyond the ball, ``f`` inside it where ``f <= |x| - radius``
+    does not hold. The max of two 1-Lipschitz functions is 1-Lipschitz, so the band's bounds stay valid."""
+
+    def clipped(ijk: torch.Tensor) -> torch.Tensor:
+        values = evaluate(ijk).reshape(-1)
+        ijk = ijk.to(axes[0].device)
+        norm = torch.stack([axes[0][ijk[:, 0]], axes[1][ijk[:, 1]], axes[2][ijk[:, 2]]], dim=1).norm(dim=1)
+        return torch.maximum(values, (norm - radius).to(values))
+
+    return clipped
+
+
 def _run(evaluate: GridEvaluator, ijk: torch.Tensor, chunk: int) -> torch.Tensor:
     """ijk: (N, 3) int64 -> float32 values (N,) on the CPU, evaluated ``chunk`` points at a time."""
     out = torch.empty(ijk.shape[0], dtype=torch.float32)
@@ -144,7 +157,8 @@ def _mixed_cells(volume: torch.Tensor, level: float) -> torch.Tensor:
 def evaluate_grid(sdf: Any, resolution: int = 256, bounds: Any = (-1.0, 1.0), level: float = 0.0,
                   method: str = "band", chunk: int = 16384, coarse: int | None = None,
                   lipschitz: float | None = 1.0, safety: float = 1.5,
-                  device: torch.device | str | None = None) -> tuple[np.ndarray, np.ndarray, ExtractionStats]:
+                  device: torch.device | str | None = None, domain_radius: float | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, ExtractionStats]:
     """SDF values on the grid ``grid_axes(resolution, bounds)``, exact wherever marching cubes needs them.
 
     Args:
@@ -158,6 +172,9 @@ def evaluate_grid(sdf: Any, resolution: int = 256, bounds: Any = (-1.0, 1.0), le
         lipschitz: assumed bound of ``|grad f|``; None estimates it from the coarse lattice.
         safety: factor on that bound.
         device: where a plain callable receives its points.
+        domain_radius: evaluate ``max(f(x), |x| - domain_radius)`` instead of ``f``: the field of a model trained on
+            samples in a ball (the implicit models: the unit ball) is unconstrained outside it, and
+            level-set sheets there are artefacts. None: ``f`` everywhere.
 
     Returns:
         volume (R, R, R) float32 (``volume[i, j, k]`` at ``(x_i, y_j, z_k)``), exact (R, R, R) bool
@@ -174,6 +191,8 @@ def evaluate_grid(sdf: Any, resolution: int = 256, bounds: Any = (-1.0, 1.0), le
     if method == "dense":
         axes = grid_axes(r, bounds, device=device)
         evaluate = _evaluator(sdf, axes)
+        if domain_radius is not None:
+            evaluate = _clip_to_ball(evaluate, axes, domain_radius)
         t_setup = time.perf_counter() - t0
         ar = torch.arange(r)
         ijk = torch.stack(torch.meshgrid(ar, ar, ar, indexing="ij"), dim=-1).reshape(-1, 3)
@@ -193,6 +212,8 @@ def evaluate_grid(sdf: Any, resolution: int = 256, bounds: Any = (-1.0, 1.0), le
     h = (hi - lo) / (r - 1)
     axes = grid_axes(r, bounds, size=size, device=device)
     evaluate = _evaluator(sdf, axes)
+    if domain_radius is not None:
+        evaluate = _clip_to_ball(evaluate, axes, domain_radius)
     t_setup = time.perf_counter() - t0
 
     volume = torch.empty(size, size, size, dtype=torch.float32)
@@ -320,7 +341,8 @@ def largest_component(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarr
 def extract_mesh(sdf: Any, resolution: int = 256, bounds: Any = (-1.0, 1.0), level: float = 0.0,
                  method: str = "band", chunk: int = 16384, coarse: int | None = None,
                  lipschitz: float | None = 1.0, safety: float = 1.5, keep_largest: bool = False,
-                 device: torch.device | str | None = None) -> tuple[np.ndarray, np.ndarray, ExtractionStats]:
+                 device: torch.device | str | None = None, domain_radius: float | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, ExtractionStats]:
     """Mesh of the ``level`` set of ``sdf`` on a ``resolution^3`` grid over ``bounds``.
 
     See :func:`evaluate_grid` for the arguments; ``keep_largest`` keeps the largest connected
@@ -329,7 +351,7 @@ def extract_mesh(sdf: Any, resolution: int = 256, bounds: Any = (-1.0, 1.0), lev
     """
     t0 = time.perf_counter()
     volume, exact, stats = evaluate_grid(sdf, resolution, bounds, level, method, chunk, coarse,
-                                         lipschitz, safety, device)
+                                         lipschitz, safety, device, domain_radius)
     t1 = time.perf_counter()
     # every corner of every mixed cell is exact: only cells at exact points can produce triangles
     vertices, faces = marching_cubes(volume, bounds, level, exact if method == "band" else None)
