@@ -64,6 +64,8 @@ def implicit_config(preset: str, data: Path, args: argparse.Namespace, **model):
     config.model.latent = args.latent
     for name, value in model.items():
         setattr(config.model, name, value)
+    if args.space_sdf:
+        config.model.loss_weights = {**config.model.loss_weights, "space_sdf": args.space_sdf}
     return config
 
 
@@ -93,6 +95,9 @@ def main() -> None:
     parser.add_argument("--triplane-channels", type=int, default=16)
     parser.add_argument("--triplane-hidden", type=int, default=64)
     parser.add_argument("--triplane-epochs", type=int, default=300)
+    parser.add_argument("--space-sdf", type=float, default=0.0,
+                        help="weight of the ground-truth SDF term on near-surface and ball points (not a thesis "
+                             "objective; default 0)")
     parser.add_argument("--fit-steps", type=int, default=1000)
     parser.add_argument("--res", type=int, default=256, help="extraction resolution")
     parser.add_argument("--metric-samples", type=int, default=500_000)

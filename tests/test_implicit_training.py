@@ -183,3 +183,15 @@ def test_region_metrics_analytic_offset():
         assert m[region]["chamfer_l1_mm"] == pytest.approx(10.0, abs=0.2)
         assert m[region]["fscore_1mm"] == 0.0
         assert m[region]["normal_consistency"] > 0.99
+
+
+def test_space_sdf_term_is_logged_and_falls(sdf_dir, tmp_path):
+    from morphable.config import PRESETS
+    from morphable.implicit.experiment import train_implicit
+
+    config = PRESETS["triplane-small"]()
+    config.data.path = str(sdf_dir)
+    config.model.loss_weights = {"space_sdf": 2.0}
+    train_implicit(config, tmp_path / "tp", progress=False)
+    rows = _log(tmp_path / "tp")
+    assert float(rows[-1]["train_space_sdf"]) < 0.7 * float(rows[0]["train_space_sdf"])

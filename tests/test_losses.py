@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from morphable.implicit.losses import (LossWeights, code_regularisation, density_regularisation,
-                                       eikonal_loss, non_surface_loss, sdf_and_gradient,
+                                       eikonal_loss, non_surface_loss, sdf_and_gradient, space_sdf_loss,
                                        surface_normal_loss, surface_sdf_loss, total_variation_loss,
                                        triplane_penalty)
 
@@ -114,3 +114,17 @@ def test_weights_table_4_1_npm_and_total():
     assert total.item() == pytest.approx(21.0)
     with pytest.raises(KeyError):
         w.total({"adversarial": torch.tensor(1.0)})
+
+
+def test_space_sdf_loss_is_zero_for_the_true_sdf_and_clamps_far_values():
+    points = torch.randn(2, 500, 3)
+    truth = points.norm(dim=-1) - 0.5
+    assert space_sdf_loss(truth, truth).item() == 0.0
+    shifted = truth + 0.03
+    near = truth.abs() < 0.07  # both |truth| and |truth + 0.03| below the clamp 0.1
+    expected = torch.where(near, torch.full_like(truth, 0.03),
+                           (shifted.clamp(-0.1, 0.1) - truth.clamp(-0.1, 0.1)).abs()).mean()
+    torch.testing.assert_close(space_sdf_loss(shifted, truth), expected)
+    far = torch.full((1, 4), 3.0)
+    assert space_sdf_loss(far, far + 5.0).item() == 0.0  # beyond the clamp on the same side: no penalty
+    assert space_sdf_loss(-far, far).item() == pytest.approx(0.2)  # wrong sign far away: 2 x clamp

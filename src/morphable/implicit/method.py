@@ -12,7 +12,9 @@ One training step on a batch of B shapes (``SdfDataset`` items, collated) with c
   ``w ~ N(0, 0.01^2 I)`` drawn from a generator seeded by ``(seed, step)``;
 * ``L = l_surface |f(x_s)| + l_normal (1 - cos(grad f(x_s), n)) + l_eikonal | |grad f| - 1 |``
   (surface, near and ball points) ``+ l_non_surface exp(-10 |f(x_b)|) + l_density (f(x_b) - f(x_b + w))^2``
-  ``+ l_tv TV(planes) + l_triplane |planes| + l_code |z|^2`` (all means, see :mod:`morphable.implicit.losses`).
+  ``+ l_tv TV(planes) + l_triplane |planes| + l_code |z|^2`` (all means, see :mod:`morphable.implicit.losses`),
+  and, only when its weight is set (it is not a thesis objective), ``l_space_sdf`` times DeepSDF's clamped L1
+  to the ground-truth SDF of the near-surface and ball points.
 
 The non-surface penalty and the density regularisation use the uniform ball points (the thesis'
 "free space within the unit sphere"); the near-surface points enter the eikonal term. Their
@@ -53,7 +55,7 @@ from morphable.config import ExperimentConfig, NPMConfig, TriplaneConfig
 from morphable.errors import MorphableError
 from morphable.implicit.deepsdf import DeepSDF, LatentTable
 from morphable.implicit.losses import (LossWeights, code_regularisation, eikonal_loss, non_surface_loss,
-                                       surface_normal_loss, surface_sdf_loss, total_variation_loss,
+                                       space_sdf_loss, surface_normal_loss, surface_sdf_loss, total_variation_loss,
                                        triplane_penalty)
 from morphable.implicit.triplane import TriplaneSDF
 
@@ -174,6 +176,9 @@ class ImplicitMethod:
             "eikonal": eikonal_loss(grad[:, :n_geo]),
             "non_surface": non_surface_loss(sdf[:, n_s + n_n:n_geo]),
         }
+        if w.space_sdf:
+            target = torch.cat([batch["near_sdf"], batch["ball_sdf"]], dim=1).to(sdf.dtype)
+            losses["space_sdf"] = space_sdf_loss(sdf[:, n_s:n_geo], target)
         if w.density:
             losses["density"] = (sdf[:, n_s + n_n:n_geo] - sdf[:, n_geo:]).square().mean()
         if planes is not None and w.total_variation:
