@@ -7,7 +7,6 @@ its folder alone. Methods plug in through :func:`fit_method` and :func:`load_cod
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 import numpy as np
@@ -17,7 +16,7 @@ from morphable.data.registered import RegisteredDataset, Split, load_registered,
 from morphable.errors import MorphableError, input_error
 from morphable.evaluate import evaluate_reconstructions
 from morphable.io import load_weights, save_weights
-from morphable.runs import Run
+from morphable.runs import Run, process_rank
 
 def prepare_data(config: ExperimentConfig) -> tuple[RegisteredDataset, Split]:
     dataset = load_registered(config.data.path, unit=config.data.unit, template=config.data.template)
@@ -189,13 +188,11 @@ def train_experiment(config: ExperimentConfig, out: str | Path, overwrite: bool 
     if resume:
         run = Run.open(out)
         config = config_from_dict(run.config, str(run.path / "config.json"))
-    elif int(os.environ.get("RANK", "0")) != 0:
-        run = Run(out, config.to_dict())  # under torchrun only rank 0 creates and writes the run folder
     else:
         run = Run.create(out, config.to_dict(), overwrite=overwrite)
     start = time.perf_counter()
     fit_info = fit_method(config, run, dataset, split, resume=resume, progress=progress)
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 evaluates and writes
+    if process_rank() != 0:  # under torchrun only rank 0 evaluates and writes
         return {}
     fit_seconds = time.perf_counter() - start
     metrics = evaluate_split(run, load_codec(run, config, dataset.n_vertices), dataset, split)

@@ -51,6 +51,11 @@ def provenance() -> dict[str, str]:
     }
 
 
+def process_rank() -> int:
+    """Rank of this process under torchrun (``RANK``); 0 when it was not launched by torchrun."""
+    return int(os.environ.get("RANK", "0"))
+
+
 class Run:
     """A run folder; create with :meth:`create`, reopen with :meth:`open`."""
 
@@ -60,8 +65,13 @@ class Run:
 
     @classmethod
     def create(cls, path: str | os.PathLike, config: dict, overwrite: bool = False) -> "Run":
-        """Make the folder and write ``config.json``; refuses a non-empty folder unless ``overwrite``."""
+        """Make the folder and write ``config.json``; refuses a non-empty folder unless ``overwrite``.
+
+        Under torchrun only rank 0 creates and writes the folder; the other ranks get the same ``Run``
+        without touching the disk."""
         path = Path(path)
+        if process_rank() != 0:
+            return cls(path, config)
         if path.exists() and any(path.iterdir()) and not overwrite:
             raise input_error(path, "run folder exists and is not empty (use --overwrite or --resume)")
         path.mkdir(parents=True, exist_ok=True)

@@ -16,13 +16,23 @@ import numpy as np
 ERROR_CMAP = "jet"
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig, path: str | os.PathLike) -> None:
+    """Write ``fig`` as a 110-dpi PNG atomically (no half-written file) and close it."""
+    from morphable.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    pyplot().close(fig)
 
 
 def error_colors(errors_mm: np.ndarray, vmax_mm: float, cmap: str = ERROR_CMAP) -> np.ndarray:
@@ -84,9 +94,7 @@ def mesh_grid(path: str | os.PathLike, meshes: Sequence[np.ndarray], faces: np.n
               vmax: float | None = None, columns: int = 6, yaw: float = 0.0, colorbar_label: str = "",
               suptitle: str = "") -> None:
     """Save a grid of meshes (optionally coloured by per-vertex values) as a PNG."""
-    from morphable.io import atomic_path
-
-    plt = _pyplot()
+    plt = pyplot()
     n = len(meshes)
     cols = min(columns, n)
     rows = (n + cols - 1) // cols
@@ -107,17 +115,13 @@ def mesh_grid(path: str | os.PathLike, meshes: Sequence[np.ndarray], faces: np.n
         fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.6, label=colorbar_label)
     if suptitle:
         fig.suptitle(suptitle)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def cumulative_error_plot(path: str | os.PathLike, curves: dict[str, tuple[np.ndarray, np.ndarray]],
                           title: str = "Cumulative per-vertex error") -> None:
     """Plot ``name -> (thresholds_mm, fraction)`` curves like CoMA / Deep3DMM Fig. 1, as a PNG."""
-    from morphable.io import atomic_path
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for name, (t, frac) in curves.items():
         ax.plot(t, 100 * np.asarray(frac), label=name)
@@ -128,6 +132,28 @@ def cumulative_error_plot(path: str | os.PathLike, curves: dict[str, tuple[np.nd
     ax.legend()
     ax.set_title(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
+
+
+def mesh_strip(path: str | os.PathLike, meshes: Sequence[tuple[np.ndarray, np.ndarray] | None],
+               titles: Sequence[str], columns: int = 8) -> None:
+    """Save meshes of different topologies (``(vertices (V_i, 3), faces (F_i, 3))`` or None for an empty
+    panel) side by side as a PNG, all drawn at one scale (so sizes compare), frontal view along -z."""
+    plt = pyplot()
+    n = len(meshes)
+    cols = min(columns, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.2 * rows), squeeze=False)
+    extents = [np.abs(v[:, :2] - v.mean(axis=0)[:2]).max() for v, _ in (m for m in meshes if m is not None)]
+    half = 1.03 * max(extents, default=1.0)
+    for i, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if i >= n:
+            continue
+        if meshes[i] is not None:
+            draw_mesh(ax, *meshes[i])
+            ax.set_xlim(-half, half)
+            ax.set_ylim(-half, half)
+        ax.set_title(titles[i] if meshes[i] is not None else f"{titles[i]} (empty)", fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)

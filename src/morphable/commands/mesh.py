@@ -52,10 +52,9 @@ def run_hierarchy(args: argparse.Namespace) -> int:
 
 def draw_levels(path: Path, hierarchy, title: str = "") -> None:
     """PNG with one panel per level: the level's mesh, the vertices kept by the next level as dots."""
-    from morphable.io import atomic_path
-    from morphable.viz import _pyplot, draw_mesh
+    from morphable.viz import draw_mesh, pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     n = hierarchy.n_levels
     fig, axes = plt.subplots(1, n, figsize=(2.8 * n, 3.2), squeeze=False)
     for level, ax in enumerate(axes[0]):
@@ -69,6 +68,4 @@ def draw_levels(path: Path, hierarchy, title: str = "") -> None:
         ax.set_title(subtitle, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path)

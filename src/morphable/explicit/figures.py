@@ -13,9 +13,9 @@ from typing import Protocol
 import numpy as np
 from torch import nn
 
-from morphable.io import atomic_path, write_ply
+from morphable.io import write_ply
 from morphable.runs import Run
-from morphable.viz import mesh_grid
+from morphable.viz import mesh_grid, pyplot, save_figure
 
 
 class Codec(Protocol):
@@ -49,10 +49,7 @@ def learned_aggregations(network: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def mapping_matrices_figure(run: Run, network: nn.Module, max_size: int = 1300) -> bool:
     """Draw QEM vs learned mapping matrices of the transitions up to ``max_size`` columns; False if none."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     modules = [(n, m) for n, m in learned_aggregations(network) if max(m.n_queries, m.n_keys) <= max_size]
     if not modules:
@@ -70,7 +67,5 @@ def mapping_matrices_figure(run: Run, network: nn.Module, max_size: int = 1300) 
             ax.set_yticks([])
     fig.suptitle("mapping matrices: rows = output vertices, columns = input vertices")
     fig.tight_layout()
-    with atomic_path(run.file("plots", "mapping_matrices.png")) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, run.file("plots", "mapping_matrices.png"))
     return True

@@ -24,7 +24,8 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from morphable.io import atomic_path, write_ply
+from morphable.io import write_ply
+from morphable.viz import pyplot, save_figure
 
 GROUP_COLORS = {"train": "#d62728", "test": "#e6b800", "synthesised": "#2ca02c"}
 
@@ -179,27 +180,12 @@ def diversity(codec: PartCodec, train: np.ndarray, test: np.ndarray, n_sources: 
 # --------------------------------------------------------------------------- figures
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    _pyplot().close(fig)
-
-
 def local_weights_figure(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray,
                          weights: np.ndarray) -> None:
     """Paper Fig. 2: each part's local weights ``W[:, k]`` on the template, plus the argmax regions."""
     from morphable.viz import draw_mesh
 
-    plt = _pyplot()
+    plt = pyplot()
     k = weights.shape[1]
     fig, axes = plt.subplots(1, k + 1, figsize=(2.4 * (k + 1), 2.9))
     for part in range(k):
@@ -210,7 +196,7 @@ def local_weights_figure(path: str | os.PathLike, vertices: np.ndarray, faces: n
     axes[k].set_title("regions (argmax)", fontsize=9)
     fig.suptitle("local weights (sparse NMF basis, columns scaled to max 1)")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def part_interpolation_figure(path: str | os.PathLike, rows: Sequence[np.ndarray], parts: Sequence[int],
@@ -220,7 +206,7 @@ def part_interpolation_figure(path: str | os.PathLike, rows: Sequence[np.ndarray
     coloured by the per-vertex distance between the row's first and last mesh."""
     from morphable.viz import ERROR_CMAP, draw_mesh
 
-    plt = _pyplot()
+    plt = pyplot()
     steps = len(rows[0])
     dists = [np.linalg.norm(r[-1] - r[0], axis=-1) * to_mm for r in rows]
     vmax = max(max(float(d.max()) for d in dists), 1e-12)
@@ -238,7 +224,7 @@ def part_interpolation_figure(path: str | os.PathLike, rows: Sequence[np.ndarray
     fig.colorbar(matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0, vmax), ERROR_CMAP), cax=cax,
                  label=f"distance first-last ({unit_label})")
     fig.suptitle("part interpolation: source -> target, one part per row", fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def swap_figure(path: str | os.PathLike, inputs: np.ndarray, result: np.ndarray, faces: np.ndarray,
@@ -246,7 +232,7 @@ def swap_figure(path: str | os.PathLike, inputs: np.ndarray, result: np.ndarray,
     """The input faces (face ``k`` gives part ``k``, its region shown in colour) and the combined face."""
     from morphable.viz import draw_mesh
 
-    plt = _pyplot()
+    plt = pyplot()
     regions = part_regions(weights)
     fig, axes = plt.subplots(1, len(inputs) + 1, figsize=(2.3 * (len(inputs) + 1), 2.8))
     for k, mesh in enumerate(inputs):
@@ -255,14 +241,14 @@ def swap_figure(path: str | os.PathLike, inputs: np.ndarray, result: np.ndarray,
     draw_mesh(axes[-1], result, faces)
     axes[-1].set_title("combined", fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def diversity_figure(path: str | os.PathLike, embeddings: dict[str, dict[str, np.ndarray]]) -> None:
     """Paper Fig. 6: encodings per group as markers with their 2-sigma ellipses, one panel per projection."""
     from matplotlib.patches import Ellipse
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(embeddings), figsize=(5 * len(embeddings), 4.4), squeeze=False)
     for ax, (name, groups) in zip(axes[0], embeddings.items()):
         for group, pts in groups.items():
@@ -279,7 +265,7 @@ def diversity_figure(path: str | os.PathLike, embeddings: dict[str, dict[str, np
         ax.grid(alpha=0.3)
     fig.suptitle("encodings of train, test and part-synthesised faces (2-sigma ellipses)")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- run report

@@ -19,7 +19,7 @@ import numpy as np
 from morphable.config import IMPLICIT_METHODS, ExperimentConfig, config_from_dict
 from morphable.errors import input_error
 from morphable.io import read_json, write_json
-from morphable.runs import Run
+from morphable.runs import Run, process_rank
 
 MESH_SUFFIXES = (".obj", ".ply")
 
@@ -46,11 +46,10 @@ def train_implicit(config: ExperimentConfig, out: str | os.PathLike, overwrite: 
     model = config.model
     dataset = SdfDataset(config.data.path, SubsampleCounts(model.surface_face, model.surface_nonface, model.ball),
                          seed=config.seed, progress=progress)
-    if not resume and int(os.environ.get("RANK", "0")) != 0:
-        run = Run(out, config.to_dict())  # under torchrun only rank 0 creates and writes the run folder
-    elif not resume:
+    if not resume:
         run = Run.create(out, config.to_dict(), overwrite=overwrite)
-        write_json(run.file(DATASET_JSON), read_json(dataset.root / DATASET_JSON))
+        if process_rank() == 0:
+            write_json(run.file(DATASET_JSON), read_json(dataset.root / DATASET_JSON))
     device = select_device(config.train.device)
     dist_info = init_distributed(device)
     method = ImplicitMethod(config, len(dataset), device)
@@ -127,7 +126,7 @@ def extract_run_mesh(path: str | os.PathLike, code: int, out: str | os.PathLike,
         raise input_error(run.path, f"code {code} out of range: the run has codes 0..{n_codes - 1}")
     vertices, faces, stats = extract_code_mesh(method, method.codes.weight[code], resolution, device)
     if len(faces) == 0:
-        raise input_error(run.path, f"code {code} has no zero level set inside [-1, 1]^3")
+        raise input_error(run.path, f"code {code} has no zero level set inside the unit ball")
     if not normalised:
         vertices = Similarity.from_dict(shapes["shapes"][code]["similarity"]).invert(vertices)
     write_mesh(out, vertices, faces)

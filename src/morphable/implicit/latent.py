@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from morphable.errors import MorphableError, input_error
+from morphable.viz import mesh_strip
 
 MIN_RESOLUTION = 8
 
@@ -199,39 +200,6 @@ def _extract_and_write(method, codes: torch.Tensor, similarities: Sequence[Any],
             print(f"{prefix} {i + 1}/{len(codes)} ({labels[i]}): {shown}, {seconds:.2f} s"
                   f"{'  ->  ' + str(out / name) if len(faces) else ''}", flush=True)
     return meshes, records
-
-
-def mesh_strip(path: str | os.PathLike, meshes: Sequence[tuple[np.ndarray, np.ndarray] | None],
-               titles: Sequence[str], columns: int = 8) -> None:
-    """Save meshes of different topologies (``(vertices (V_i, 3), faces (F_i, 3))`` or None for an empty
-    panel) side by side as a PNG, all drawn at one scale (so sizes compare), frontal view along -z."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from morphable.io import atomic_path
-    from morphable.viz import draw_mesh
-
-    n = len(meshes)
-    cols = min(columns, n)
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.2 * rows), squeeze=False)
-    extents = [np.abs(v[:, :2] - v.mean(axis=0)[:2]).max() for v, _ in (m for m in meshes if m is not None)]
-    half = 1.03 * max(extents, default=1.0)
-    for i, ax in enumerate(axes.ravel()):
-        ax.axis("off")
-        if i >= n:
-            continue
-        if meshes[i] is not None:
-            draw_mesh(ax, *meshes[i])
-            ax.set_xlim(-half, half)
-            ax.set_ylim(-half, half)
-        ax.set_title(titles[i] if meshes[i] is not None else f"{titles[i]} (empty)", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
 
 
 def sample_run(run_path: str | os.PathLike, out: str | os.PathLike, n: int = 8, resolution: int = 128,
