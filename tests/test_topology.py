@@ -1,10 +1,12 @@
 """Mesh topology: edges, boundaries, components, Laplacians against naive loops and dense references."""
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 import torch
 
 from mesh_fixtures import head_with_eyes, icosphere, open_cap
+from morphable.mesh import topology
 from morphable.mesh.topology import (adjacency, boundary_edges, boundary_vertices, chebyshev_laplacian,
                                      connected_components, edge_face_counts, edges, face_normals,
                                      normalized_laplacian, to_torch_sparse, vertex_faces)
@@ -103,3 +105,42 @@ def test_face_normals_and_torch_sparse():
     x = np.random.default_rng(0).normal(size=(len(v), 4))
     np.testing.assert_allclose((t @ torch.from_numpy(x)).numpy(), cheb @ x, atol=1e-12)
     assert to_torch_sparse(cheb).dtype == torch.float32 and t.is_coalesced()
+
+
+def _triangulated_grid(n: int, spacing: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """``n x n`` planar grid, every square split along its (1, 1) diagonal."""
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    vertices = np.stack([i.ravel() * spacing, j.ravel() * spacing, np.zeros(n * n)], axis=1)
+    a = (i[:-1, :-1] * n + j[:-1, :-1]).ravel()
+    faces = np.concatenate([np.stack([a, a + n, a + n + 1], 1), np.stack([a, a + n + 1, a + 1], 1)])
+    return vertices, faces
+
+
+def test_edge_length_laplacian_matches_naive():
+    vertices, faces = _triangulated_grid(4, spacing=0.5)
+    vertices = vertices + np.random.default_rng(0).normal(0, 0.05, vertices.shape)
+    lap = topology.edge_length_laplacian(vertices, faces).toarray()
+    expected = np.zeros_like(lap)
+    for i, j in {tuple(sorted((f[a], f[(a + 1) % 3]))) for f in faces for a in range(3)}:
+        w = 1.0 / np.sum((vertices[i] - vertices[j]) ** 2)
+        expected[i, j] = expected[j, i] = -w
+    expected[np.diag_indices_from(expected)] = -expected.sum(axis=1)
+    assert np.allclose(lap, expected, rtol=1e-12)
+
+
+def test_diffuse_keeps_constants_mass_and_sign_and_spreads_by_sigma():
+    n, sigma = 61, 3.0
+    vertices, faces = _triangulated_grid(n)
+    values = np.zeros((n * n, 2))
+    centre = (n // 2) * n + n // 2
+    values[centre, 0] = 1.0
+    values[:, 1] = 2.5
+    out = topology.diffuse(values, vertices, faces, sigma)
+    assert np.allclose(out[:, 1], 2.5)  # constants
+    assert out[:, 0].sum() == pytest.approx(1.0, abs=1e-12)  # mass
+    assert out.min() >= -1e-15  # sign
+    # the kernel of (I + t L)^-1 has second moment 2t per unit of the stencil's symbol; on this triangulation the
+    # symbol is |w|^2 + (w_x + w_y)^2 / 2, so the variance along x is 2t (1 + 1/2) = 1.5 sigma^2 (t = sigma^2 / 2)
+    dx = vertices[:, 0] - vertices[centre, 0]
+    assert np.sum(out[:, 0] * dx ** 2) == pytest.approx(1.5 * sigma ** 2, rel=0.02)
+    assert np.array_equal(topology.diffuse(values, vertices, faces, 0.0), values)
