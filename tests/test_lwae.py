@@ -12,9 +12,11 @@ import trimesh
 from morphable.config import PRESETS, LWAEConfig
 from morphable.data.registered import load_registered, make_split, write_coma_layout
 from morphable.explicit.lwae import (LocallyWeightedAutoencoder, compute_local_weights, displacement_features,
-                                     level_weights, locality_loss, mix_codes, outside_region, unmix_codes)
+                                     level_weights, locality_loss, mix_codes, outside_region, part_laplacian,
+                                     partition_weights, unmix_codes)
 from morphable.explicit.method import template_hierarchy
-from morphable.explicit.parts import ellipse_area, locality, mix_part, part_regions, random_pairs
+from morphable.explicit.parts import (border_roughness, ellipse_area, locality, mix_part, part_regions,
+                                      random_pairs)
 
 
 def test_displacement_features_naive():
@@ -35,10 +37,12 @@ def sphere():
 def network(sphere):
     torch.manual_seed(0)
     hierarchy = template_hierarchy(sphere[0], sphere[1], [2, 2])
-    config = LWAEConfig(latent=6, parts=3, encoder_channels=[8, 8], decoder_channels=[8, 8, 8], factors=[2, 2],
-                        cheb_k=3)
     weights = np.random.default_rng(1).random((len(sphere[0]), 3))
-    return LocallyWeightedAutoencoder(config, hierarchy, weights).eval(), hierarchy, weights
+    return LocallyWeightedAutoencoder(_small_config(), hierarchy, weights).eval(), hierarchy, weights
+
+
+def _small_config() -> LWAEConfig:
+    return LWAEConfig(latent=6, parts=3, encoder_channels=[8, 8], decoder_channels=[8, 8, 8], factors=[2, 2], cheb_k=3)
 
 
 def test_projection_and_decoding_shapes(network, sphere):
@@ -144,6 +148,27 @@ def test_locality_detects_local_and_non_local_models():
     assert locality(_linear_decoder(soft, basis), codes, weights, pairs)["min_share"] > 0.7
 
 
+def test_border_roughness_finds_seams():
+    s = trimesh.creation.icosphere(subdivisions=3)
+    v, f = np.asarray(s.vertices), np.asarray(s.faces)
+    regions = (v[:, 2] > 0).astype(int)
+    weights = np.eye(2)[regions]
+    codes = np.repeat(np.random.default_rng(6).standard_normal((4, 1, 1)), 2, axis=1)  # a face's parts agree
+
+    def smooth(c: np.ndarray) -> np.ndarray:  # a part's code scales the sphere smoothly: no seam
+        scale = 1 + 0.02 * (np.tanh(3 * v[:, 2])[None] * (c[:, 1, 0] - c[:, 0, 0])[:, None] + c[:, 0, 0, None])
+        return v[None] * scale[..., None]
+
+    def seam(c: np.ndarray) -> np.ndarray:  # each half scaled by its own code: a step at the equator
+        return v[None] * (1 + 0.1 * c[:, regions, 0])[..., None]
+
+    pairs = random_pairs(4, 6)
+    smooth_ratio = border_roughness(smooth, codes, weights, pairs, f)
+    assert smooth_ratio["ratio"] == pytest.approx(1.0, abs=0.05) and 0 < smooth_ratio["border_fraction"] < 0.2
+    stepped = border_roughness(seam, codes, weights, pairs, f)
+    assert stepped["ratio"] > 3 and stepped["interior_ratio"] == pytest.approx(1.0, abs=0.1)
+
+
 def test_locality_loss_zero_for_local_decoder_positive_for_non_local():
     rng = np.random.default_rng(3)
     n_vertices, k, z, b = 60, 3, 4, 5
@@ -153,7 +178,7 @@ def test_locality_loss_zero_for_local_decoder_positive_for_non_local():
     weights[:2] = 0  # vertices of no part: any motion there is a leak
     basis = torch.as_tensor(rng.standard_normal((n_vertices, z, 3)))
     p = torch.as_tensor(rng.standard_normal((b, k, z)))
-    swap = torch.as_tensor(rng.permutation(b))
+    swap = torch.as_tensor((np.arange(b) + 1) % b)  # every face takes another face's part
 
     def decode(w: np.ndarray, codes: torch.Tensor) -> torch.Tensor:
         return torch.einsum("vk,nkz,vzc->nvc", torch.as_tensor(w), codes, basis)
@@ -167,10 +192,13 @@ def test_locality_loss_zero_for_local_decoder_positive_for_non_local():
         assert locality_loss(decode(weights, q), decode(weights, p), w_t, part).item() == 0.0  # local by construction
         spread = weights + 0.3  # every part also acts everywhere else
         swapped, base = decode(spread, q), decode(spread, p)
-        loss = locality_loss(swapped, base, w_t, part).item()
-        naive = sum(abs(float(swapped[i, v, c] - base[i, v, c])) for i in range(b) for v in range(n_vertices)
-                    for c in range(3) if not (regions[v] == part and v >= 2)) / (b * n_vertices * 3)
-        assert loss > 0.01 and loss == pytest.approx(naive, rel=1e-9)
+        loss = locality_loss(swapped, base, w_t, part, eps=0.0).item()
+        d = [[float(np.linalg.norm((swapped[i, v] - base[i, v]).numpy())) for v in range(n_vertices)] for i in range(b)]
+        naive = np.mean([sum(d[i][v] for v in range(n_vertices) if not (regions[v] == part and v >= 2)) / sum(d[i])
+                         for i in range(b) if sum(d[i]) > 0])
+        assert 0.1 < loss < 1 and loss == pytest.approx(naive, rel=1e-9)
+        # one minus the measured locality of each swap, whatever the size of the displacement
+        assert locality_loss(base + 10 * (swapped - base), base, w_t, part).item() == pytest.approx(loss, rel=1e-4)
 
 
 def test_swapped_decoding_and_locality_gradient(network, sphere):
@@ -242,6 +270,7 @@ def test_lwae_trains_and_reports(trained_run):
     shares = np.array(report["locality"]["share"])
     assert shares.shape == (4,) and ((shares >= 0) & (shares <= 1)).all()
     assert set(report["diversity"]["pca_area"]) == {"train", "test", "synthesised"}
+    assert report["seams"]["ratio"] > 0 and 0 < report["seams"]["border_fraction"] < 1
     n_train = metrics["split_sizes"]["train"]
     assert report["diversity"]["sizes"] == {"train": n_train, "test": metrics["split_sizes"]["test"],
                                             "synthesised": 5 * min(11, n_train - 5) * 4}
@@ -250,8 +279,9 @@ def test_lwae_trains_and_reports(trained_run):
     # the local weights in the checkpoint are those of the train split, computed once before training
     dataset = load_registered(root, progress=False)
     split = make_split(dataset, "interpolation", None, 0.1)
-    expected, _ = compute_local_weights(dataset.vertices[split.train], 4, config.model.sparseness,
-                                        config.model.nmf_iterations, config.model.nmf_init, config.seed)
+    m = config.model
+    expected, _ = compute_local_weights(dataset.vertices[split.train], dataset.faces, 4, m.sparseness,
+                                        m.nmf_iterations, m.nmf_init, config.seed, m.sharpness, m.smoothing)
     codec = load_codec(Run.open(out), config, dataset.n_vertices)
     assert np.allclose(codec.local_weights, expected, atol=1e-6)
 
@@ -279,3 +309,62 @@ def test_parts_command(trained_run, tmp_path):
                  "--out", str(tmp_path / "x")]) == 2
     assert main(["parts", str(out), "--swap", "0", "1", "--out", str(tmp_path / "y")]) == 2
     assert main(["parts", str(out), "--source", "0", "--target", "999", "--out", str(tmp_path / "z")]) == 2
+
+
+def test_partition_weights_sum_to_one_keep_argmax_and_fill_empty_rows():
+    rng = np.random.default_rng(4)
+    w = rng.random((30, 3)) * np.array([1.0, 3.0, 0.5])  # columns of different scales
+    w[[4, 17]] = 0.0
+    positions = rng.standard_normal((30, 3))
+    out = partition_weights(w, 4.0, positions)
+    assert np.allclose(out.sum(axis=1), 1.0) and (out >= 0).all()
+    scaled = w / w.max(axis=0)
+    assigned = np.setdiff1d(np.arange(30), [4, 17])
+    assert np.array_equal(out[assigned].argmax(axis=1), scaled[assigned].argmax(axis=1))
+    assert np.allclose(out[assigned], scaled[assigned] ** 4 / (scaled[assigned] ** 4).sum(axis=1, keepdims=True))
+    for empty in (4, 17):  # the row of the nearest vertex that has weights
+        d = np.linalg.norm(positions[assigned] - positions[empty], axis=1)
+        assert np.array_equal(out[empty], out[assigned[d.argmin()]])
+    # sharper: the dominant part of every vertex dominates more
+    assert (partition_weights(w, 8.0, positions).max(axis=1) >= out.max(axis=1) - 1e-12).all()
+
+
+def test_part_laplacian_matches_dense_construction_and_cuts_hard_borders():
+    import scipy.sparse as sp
+
+    from morphable.mesh.topology import adjacency, chebyshev_laplacian
+
+    s = trimesh.creation.icosphere(subdivisions=1)
+    v, f = np.asarray(s.vertices), np.asarray(s.faces)
+    n = len(v)
+    lap = chebyshev_laplacian(f, n)
+    rng = np.random.default_rng(5)
+    w = rng.random((n, 3)) ** 4
+    w /= w.sum(axis=1, keepdims=True)
+    a = adjacency(f, n).toarray()
+    same = a * (w @ w.T)
+    d = same.sum(axis=1)
+    expected = -same / np.sqrt(np.outer(d, d))
+    out = part_laplacian(lap, w)
+    assert np.allclose(out.toarray(), expected, atol=1e-14)
+    assert np.array_equal(out.indices, sp.csr_matrix(lap).indices)  # the pattern the Chebyshev buffers hold
+    eig = np.linalg.eigvalsh(out.toarray())
+    assert eig.min() >= -1 - 1e-12 and eig.max() <= 1 + 1e-12
+    # one-hot weights: no coupling across a border, and the plain Laplacian inside a single part
+    hard = np.eye(3)[(v[:, 2] > 0).astype(int) + (v[:, 0] > 0.5)]
+    cut = part_laplacian(lap, hard).toarray()
+    regions = hard.argmax(axis=1)
+    assert np.all(cut[regions[:, None] != regions[None, :]] == 0)
+    assert np.allclose(part_laplacian(lap, np.ones((n, 1))).toarray(), lap.toarray())
+
+
+def test_decoder_filters_use_part_graphs_and_checkpoint_keeps_them(network, sphere):
+    net, hierarchy, weights = network
+    levels = level_weights(weights, hierarchy)
+    expected = part_laplacian(hierarchy.laplacians[0], levels[0]).toarray()
+    assert not np.allclose(expected, hierarchy.laplacians[0].toarray(), atol=1e-3)
+    assert np.allclose(net.output_conv.laplacian.to_scipy().toarray(), expected, atol=1e-6)
+    assert np.allclose(net.encoder_convs[0].laplacian.to_scipy().toarray(), hierarchy.laplacians[0].toarray())
+    blank = LocallyWeightedAutoencoder(_small_config(), hierarchy)  # as a checkpoint is loaded: weights come later
+    blank.load_state_dict(net.state_dict())
+    assert torch.equal(blank.output_conv.laplacian.values, net.output_conv.laplacian.values)

@@ -82,15 +82,21 @@ class LWAEConfig(AutoencoderConfig):
 
     Local weights: sparse NMF (``nmf_iterations`` sweeps from ``nmf_init``) of the train meshes'
     per-vertex displacement magnitudes, every part's column with Hoyer sparseness at least
-    ``sparseness``. ``inject``: also add the locally weighted part codes after every decoder
-    up-sampling. ``cycle_weight``: weight of the decompose-compose cycle loss. ``locality_weight``: weight
-    of the swap-locality loss (what swapping one part's code moves outside that part's region).
+    ``sparseness``; features and columns diffused over the mean shape with a width of ``smoothing`` (and
+    half of it) times its bounding-box diagonal, then a partition of unity sharpened by the power
+    ``sharpness``. ``part_graph``: the decoder's Chebyshev filters work on graphs whose edges are weighted by
+    the probability that both ends lie in the same part. ``inject``: also add the locally weighted part codes
+    after every decoder up-sampling. ``cycle_weight``: weight of the decompose-compose cycle loss. ``locality_weight``: weight
+    of the swap-locality loss (the share of what swapping one part's code moves outside its region).
     """
 
     parts: int = 4
     sparseness: float = 0.5
     nmf_iterations: int = 500
     nmf_init: str = "nndsvd"
+    sharpness: float = 8.0
+    smoothing: float = 0.04
+    part_graph: bool = True
     inject: bool = True
     cycle_weight: float = 1.0
     locality_weight: float = 1.0

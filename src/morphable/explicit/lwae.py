@@ -1,11 +1,16 @@
 """Locally weighted autoencoder (Kim & Kim): part codes, sparse-NMF local weights, holistic decoding.
 
 Local weights. The feature matrix ``V: (n_vertices, N_train)`` holds the per-vertex displacement
-magnitude of every training mesh from the train mean shape, ``V[v, i] = ||x_i[v] - mean[v]||``;
-sparse NMF (:mod:`morphable.explicit.nmf`) factorises ``V ~ W H`` with ``K`` sparse non-negative
-columns, and the local weights are ``W`` with each column scaled to a maximum of 1: ``(n_vertices, K)``,
-part ``k`` being the set of vertices that move together across the training set. They are computed
-once from the train split and stored in the network as buffers (one per hierarchy level).
+magnitude of every training mesh from the train mean shape, ``V[v, i] = ||x_i[v] - mean[v]||``,
+diffused over the mean shape (width ``smoothing`` x its bounding-box diagonal) so that parts are
+contiguous patches rather than speckles; sparse NMF (:mod:`morphable.explicit.nmf`) factorises
+``V ~ W H`` with ``K`` sparse non-negative columns, and the local weights are ``W`` diffused at half
+that width and made a sharpened partition of unity, ``Wbar[v, k] = W[v, k]^g / sum_j W[v, j]^g``
+(``g = sharpness``, columns first scaled to max 1): ``(n_vertices, K)``, part ``k`` being the vertices
+that move together across the training set. Every vertex's weights sum to 1, so the decoder's input
+has full strength everywhere, and the dominant part of a vertex dominates clearly, so part ``k``'s
+code enters little outside its region. Computed once from the train split and stored in the network
+as buffers (one per hierarchy level).
 
 Network (on CoMA's encoder/decoder, :class:`~morphable.explicit.autoencoder.MeshAutoencoder`), with
 ``Z`` the latent size, ``K`` parts, decoder levels ``l = 0`` (coarsest, ``n_0`` vertices, ``d_0``
@@ -24,17 +29,20 @@ whole face is decoded in one pass (no per-part decoders, no affine composition).
 Training: L1 reconstruction plus the decompose-compose cycle loss (Dubrovina et al. 2019): mix part
 codes across the batch with one random permutation per part, ``p~[b, k] = p[sigma_k(b), k]``, decode,
 re-encode and project, un-mix with the inverse permutations and decode again; the cycle loss is the
-L1 distance of that last decoding to the input. Optional swap-locality loss (``locality_weight > 0``):
+L1 distance of that last decoding to the input. Swap-locality loss (``locality_weight > 0``, ours):
 per step one part ``k`` (``step mod K``) of every face is replaced by that of another face of the batch,
-``p~[b, k] = p[sigma(b), k]`` (other parts unchanged), and the decoder is penalised for what this moves
-outside part ``k``'s region ``R_k = {v : argmax_j W[v, j] = k}``:
-``L_loc = mean_{b, v, c} (1 - [v in R_k]) |D(p~)[b, v, c] - D(p)[b, v, c]|`` (:func:`locality_loss`).
+``p~[b, k] = p[sigma(b), k]`` (other parts unchanged), and the decoder is penalised by the share of
+what this moves that falls outside part ``k``'s region ``R_k = {v : argmax_j W[v, j] = k}``:
+``L_loc = mean_b sum_v (1 - [v in R_k]) d_bv / sum_v d_bv``, ``d_bv = ||D(p~)[b, v] - D(p)[b, v]||``
+(:func:`locality_loss`), one minus the locality that :func:`morphable.explicit.parts.locality` measures.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import torch
+from scipy.spatial import cKDTree
 from torch import nn
 
 from morphable.config import ExperimentConfig, LWAEConfig
@@ -43,6 +51,7 @@ from morphable.explicit.autoencoder import MeshAutoencoder
 from morphable.explicit.method import AutoencoderMethod
 from morphable.explicit.nmf import SparseNMF, sparse_nmf
 from morphable.mesh.hierarchy import MeshHierarchy
+from morphable.mesh.topology import diffuse
 
 
 def displacement_features(train_vertices: np.ndarray) -> np.ndarray:
@@ -51,15 +60,45 @@ def displacement_features(train_vertices: np.ndarray) -> np.ndarray:
     return np.linalg.norm(x - x.mean(axis=0), axis=-1).T
 
 
-def compute_local_weights(train_vertices: np.ndarray, parts: int, sparseness: float, iterations: int = 500,
-                          init: str = "nndsvd", seed: int = 0) -> tuple[np.ndarray, SparseNMF]:
-    """Local weights ``(n, K)`` (columns scaled to max 1, ordered top to bottom by the height ``y`` of their
-    weighted centroid on the mean shape) and the NMF result, from train meshes ``(N, n, 3)``."""
-    features = displacement_features(train_vertices)
+def partition_weights(weights: np.ndarray, sharpness: float, positions: np.ndarray) -> np.ndarray:
+    """NMF columns ``(n, K)`` -> a sharpened partition of unity ``(n, K)``.
+
+    ``Wbar[v, k] = W[v, k]^g / sum_j W[v, j]^g`` with ``g = sharpness``: every vertex's weights sum to 1 and
+    keep their argmax, and the larger ``g`` the more the dominant part dominates. Vertices whose NMF weights
+    are all 0 take the row of the nearest vertex (in ``positions (n, 3)``) that has a non-zero one.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    w = w / np.maximum(w.max(axis=0, keepdims=True), 1e-300)
+    powered = w ** sharpness
+    total = powered.sum(axis=1, keepdims=True)
+    assigned = total[:, 0] > 0
+    if not assigned.any():
+        raise ValueError("every local weight is 0")
+    out = np.zeros_like(w)
+    out[assigned] = powered[assigned] / total[assigned]
+    if not assigned.all():
+        _, nearest = cKDTree(positions[assigned]).query(positions[~assigned])
+        out[~assigned] = out[assigned][nearest]
+    return out
+
+
+def compute_local_weights(train_vertices: np.ndarray, faces: np.ndarray, parts: int, sparseness: float,
+                          iterations: int = 500, init: str = "nndsvd", seed: int = 0, sharpness: float = 8.0,
+                          smoothing: float = 0.04) -> tuple[np.ndarray, SparseNMF]:
+    """Local weights ``(n, K)`` and the NMF result, from train meshes ``(N, n, 3)`` with triangles ``faces (F, 3)``.
+
+    With ``sigma = smoothing x`` the mean shape's bounding-box diagonal: the displacement features are diffused
+    over the mean shape with width ``sigma`` (:func:`~morphable.mesh.topology.diffuse`), factorised by sparse NMF,
+    the NMF columns diffused again with width ``sigma / 2`` (the sparse column step cuts them off sharply at the
+    borders) and turned into a partition of unity by :func:`partition_weights`; parts are ordered top to bottom by
+    the height ``y`` of their weighted centroid on the mean shape.
+    """
+    mean = np.asarray(train_vertices, dtype=np.float64).mean(axis=0)
+    sigma = smoothing * float(np.linalg.norm(mean.max(axis=0) - mean.min(axis=0)))
+    features = diffuse(displacement_features(train_vertices), mean, faces, sigma)
     result = sparse_nmf(features, parts, sparseness, iterations, init=init, seed=seed)
-    W = result.W / np.maximum(result.W.max(axis=0, keepdims=True), 1e-300)
-    mean_y = np.asarray(train_vertices, dtype=np.float64).mean(axis=0)[:, 1]
-    height = (W * mean_y[:, None]).sum(axis=0) / np.maximum(W.sum(axis=0), 1e-300)
+    W = partition_weights(np.maximum(diffuse(result.W, mean, faces, sigma / 2), 0.0), sharpness, mean)
+    height = (W * mean[:, 1:2]).sum(axis=0) / np.maximum(W.sum(axis=0), 1e-300)
     order = np.argsort(-height, kind="stable")
     result.W, result.H = result.W[:, order], result.H[order]
     return W[:, order], result
@@ -71,6 +110,25 @@ def level_weights(weights: np.ndarray, hierarchy: MeshHierarchy) -> list[np.ndar
     for down in hierarchy.down:
         out.append(np.asarray(down @ out[-1]))
     return out
+
+
+def part_laplacian(laplacian: sp.spmatrix, weights: np.ndarray) -> sp.csr_matrix:
+    """The Chebyshev-scaled Laplacian of a part-aware graph, in the sparsity pattern of ``laplacian``.
+
+    ``laplacian``: ``-D^-1/2 A D^-1/2 (V, V)`` of a mesh level (:attr:`MeshHierarchy.laplacians`); ``weights``:
+    partition weights ``Wbar (V, K)`` of that level. Every edge ``(i, j)`` gets the probability that both ends belong
+    to the same part, ``S_ij = sum_k Wbar[i, k] Wbar[j, k]``, and the result is ``-D'^-1/2 S D'^-1/2`` with
+    ``D' = diag(S 1)`` over the edges (eigenvalues in ``[-1, 1]``, as Chebyshev filters need). Filters on this graph
+    spread features within a part and, through the soft borders of the weights, only weakly across parts.
+    """
+    lap = sp.csr_matrix(laplacian)
+    w = np.asarray(weights, dtype=np.float64)
+    rows = np.repeat(np.arange(lap.shape[0]), np.diff(lap.indptr))
+    cols = lap.indices
+    same = np.where(rows != cols, np.einsum("ek,ek->e", w[rows], w[cols]), 0.0)
+    degree = np.bincount(rows, weights=same, minlength=lap.shape[0])
+    scale = 1.0 / np.sqrt(np.maximum(degree, 1e-12))
+    return sp.csr_matrix((-same * scale[rows] * scale[cols], cols.copy(), lap.indptr.copy()), shape=lap.shape)
 
 
 def mix_codes(p: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
@@ -90,13 +148,19 @@ def outside_region(weights: torch.Tensor, part: int) -> torch.Tensor:
     return (~inside).to(weights.dtype)
 
 
-def locality_loss(swapped: torch.Tensor, base: torch.Tensor, weights: torch.Tensor, part: int) -> torch.Tensor:
-    """Swap-locality loss: mean over ``(B, V, 3)`` of ``(1 - [v in R_part]) |swapped - base|``.
+def locality_loss(swapped: torch.Tensor, base: torch.Tensor, weights: torch.Tensor, part: int,
+                  eps: float = 1e-6) -> torch.Tensor:
+    """Swap-locality loss, the share of a part swap's displacement that falls outside the part's region.
 
     ``swapped``: decodings ``(B, V, 3)`` of codes that differ from those of ``base (B, V, 3)`` in part ``part``
-    only; ``weights: (V, K)``. Zero exactly when changing part ``part`` moves nothing outside its region.
+    only; ``weights: (V, K)``. With ``d_bv = sqrt(||swapped[b, v] - base[b, v]||^2 + eps^2) - eps`` (the distance,
+    smoothed at 0) and ``out_v = 1 - [v in R_part]``: ``mean_b sum_v out_v d_bv / (sum_v d_bv + eps)``, i.e. one
+    minus the measured locality of every swap (:func:`morphable.explicit.parts.locality`). In ``[0, 1)``, nearly
+    independent of the size of the displacement (shrinking every swap does not lower it), 0 when nothing moves
+    outside ``R_part`` (and for a face that keeps its own part).
     """
-    return ((swapped - base).abs() * outside_region(weights, part)[:, None]).mean()
+    d = torch.sqrt(((swapped - base) ** 2).sum(-1) + eps ** 2) - eps
+    return ((d * outside_region(weights, part)).sum(1) / (d.sum(1) + eps)).mean()
 
 
 class LocallyWeightedAutoencoder(MeshAutoencoder):
@@ -122,6 +186,14 @@ class LocallyWeightedAutoencoder(MeshAutoencoder):
         self.inject = config.inject
         self.injections = nn.ModuleList(nn.Linear(z, dec[i], bias=False) for i in range(len(self.ups))) \
             if config.inject else nn.ModuleList()
+        if config.part_graph:
+            if config.conv != "cheb":
+                raise ValueError(f"part_graph needs Chebyshev convolutions (conv 'cheb'), got '{config.conv}'")
+            convs = [*self.decoder_convs, self.output_conv]
+            for conv, level in zip(convs, [self.n_levels - 2 - i for i in range(len(self.decoder_convs))] + [0]):
+                graph = part_laplacian(hierarchy.laplacians[level], levels[level])
+                with torch.no_grad():
+                    conv.laplacian.values.copy_(torch.as_tensor(graph.data))
 
     def level_weights(self, level: int) -> torch.Tensor:
         """``W_level: (n_level, K)``; level 0 is the template."""
@@ -249,6 +321,6 @@ def lwae_method(config: ExperimentConfig, hierarchy: MeshHierarchy, normaliser: 
     weights = None
     if train_vertices is not None:
         m = config.model
-        weights, _ = compute_local_weights(train_vertices, m.parts, m.sparseness, m.nmf_iterations, m.nmf_init,
-                                           config.seed)
+        weights, _ = compute_local_weights(train_vertices, hierarchy.faces[0], m.parts, m.sparseness, m.nmf_iterations,
+                                           m.nmf_init, config.seed, m.sharpness, m.smoothing)
     return LWAEMethod(config, hierarchy, normaliser, device, weights)

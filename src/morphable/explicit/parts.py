@@ -12,6 +12,8 @@ Everything works on a *part codec*: ``encode_parts`` (meshes ``(N, V, 3)`` -> pa
   the decoding with part ``k`` replaced by the target's (``t = 1``) that falls in ``R_k``:
   ``sum_{v in R_k} d_v / sum_v d_v``, ``d_v = ||x_v(1) - x_v(0)||``, both sums pooled over source/target pairs.
   A decoder that ignores the weights scores about ``|R_k| / V`` (the "chance" value reported with it).
+* Seams (:func:`border_roughness`): roughness of part-swapped faces on the vertices where regions meet,
+  relative to the unswapped faces.
 * Diversity (paper Fig. 6): whole-face encodings of train meshes, test meshes and part-synthesised
   faces (every source x target x part swap, decoded and encoded again) projected to 2D with PCA and
   t-SNE; each group is summarised by its 2-sigma covariance ellipse, area ``4 pi sqrt(det Sigma)``.
@@ -108,6 +110,44 @@ def locality(decode_parts: Callable[[np.ndarray], np.ndarray], codes: np.ndarray
             "displacement": totals.mean(axis=0).tolist(), "min_share": float(share.min()), "pairs": len(pairs)}
 
 
+def border_roughness(decode_parts: Callable[[np.ndarray], np.ndarray], codes: np.ndarray, weights: np.ndarray,
+                     pairs: np.ndarray, faces: np.ndarray) -> dict:
+    """Seam check for part swaps: how rough part-swapped faces are where two regions meet.
+
+    Roughness of a mesh at vertex ``v``: ``r_v = ||x_v - mean_{u ~ v} x_u||`` (umbrella Laplacian). Border vertices
+    ``B``: those with a mesh neighbour in another region ``R_j``. For every pair and part, the swapped decoding of
+    :func:`locality` is compared with the source's decoding. Returns ``ratio = mean_B r(swapped) / mean_B r(source)``
+    (about 1 when a swap leaves no seam, larger when regions are decoded out of step), ``interior_ratio`` (the same
+    off the borders) and ``border_fraction`` (``|B| / V``). ``codes: (M, K, Z)``, ``weights: (V, K)``,
+    ``pairs: (P, 2)``, ``faces: (F, 3)``.
+    """
+    from morphable.mesh.topology import adjacency
+
+    codes = np.asarray(codes, dtype=np.float64)
+    k = codes.shape[1]
+    regions = part_regions(weights)
+    adj = adjacency(faces, len(regions)).tocoo()
+    border = np.zeros(len(regions), dtype=bool)
+    border[adj.row[regions[adj.row] != regions[adj.col]]] = True
+    adj = adj.tocsr()
+    degree = np.maximum(np.asarray(adj.sum(axis=1)).ravel(), 1.0)
+
+    def roughness(meshes: np.ndarray) -> np.ndarray:  # (N, V, 3) -> (N, V)
+        flat = meshes.transpose(1, 0, 2).reshape(len(regions), -1)
+        mean = (adj @ flat / degree[:, None]).reshape(len(regions), len(meshes), 3).transpose(1, 0, 2)
+        return np.linalg.norm(meshes - mean, axis=-1)
+
+    sources, swapped = [], []
+    for a, b in np.asarray(pairs, dtype=np.int64).reshape(-1, 2):
+        sources.append(codes[a])
+        swapped.extend(mix_part(codes[a], codes[b], part, [1.0])[0] for part in range(k))
+    base = roughness(decode_parts(np.stack(sources)))
+    mixed = roughness(decode_parts(np.stack(swapped)))
+    return {"ratio": float(mixed[:, border].mean() / max(base[:, border].mean(), 1e-300)),
+            "interior_ratio": float(mixed[:, ~border].mean() / max(base[:, ~border].mean(), 1e-300)),
+            "border_fraction": float(border.mean())}
+
+
 def random_pairs(n: int, count: int, seed: int = 0) -> np.ndarray:
     """``(count, 2)`` distinct ordered (source, target) index pairs in ``0..n-1`` (fewer when ``n`` is small)."""
     rng = np.random.default_rng(seed)
@@ -194,7 +234,7 @@ def local_weights_figure(path: str | os.PathLike, vertices: np.ndarray, faces: n
     regions = part_regions(weights)
     draw_mesh(axes[k], vertices, faces, np.where(regions < 0, 9, regions).astype(np.float64), vmax=9.0, cmap="tab10")
     axes[k].set_title("regions (argmax)", fontsize=9)
-    fig.suptitle("local weights (sparse NMF basis, columns scaled to max 1)")
+    fig.suptitle("local weights (smoothed sparse NMF basis as a partition of unity)")
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -291,6 +331,7 @@ def lwae_report(run, codec: PartCodec, dataset, split, steps: int = 7, n_pairs: 
     codes = codec.encode_parts(test)
     local = locality(codec.decode_parts, codes, weights, random_pairs(len(test), n_pairs, seed))
     local["displacement_mm"] = [d * dataset.to_mm for d in local.pop("displacement")]
+    seams = border_roughness(codec.decode_parts, codes, weights, random_pairs(len(test), n_pairs, seed), faces)
     numbers, embeddings = diversity(codec, train, test, seed=seed)
     diversity_figure(run.file("plots", "diversity.png"), embeddings)
     regions = part_regions(weights)
@@ -298,4 +339,4 @@ def lwae_report(run, codec: PartCodec, dataset, split, steps: int = 7, n_pairs: 
             "local_weights": {"hoyer_sparseness": hoyer_sparseness(weights).tolist(),
                               "region_fraction": [float((regions == k).mean()) for k in range(weights.shape[1])],
                               "unassigned_fraction": float((regions < 0).mean())},
-            "locality": local, "diversity": numbers}
+            "locality": local, "seams": seams, "diversity": numbers}
