@@ -17,7 +17,7 @@ displacement caused by swapping part k that falls in its region R_k, mean over 1
 and t-SNE projections.
 
 Usage: OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/bm_lwae.py [--epochs 15] \
-    [--subjects 4 --frames 5 --ict-subjects 4 --ict-frames 5] [--variants loc0 loc3 noinject ...]
+    [--subjects 4 --frames 5 --ict-subjects 4 --ict-frames 5] [--models coma lwae] [--variants loc0 loc3 noinject ...]
 Writes benchmarks/results/bm_lwae.json (after every run) and prints a table.
 """
 
@@ -113,6 +113,8 @@ def main() -> None:
     parser.add_argument("--ict-frames", type=int, default=5)
     parser.add_argument("--ict-vertices", type=int, default=5000)
     parser.add_argument("--datasets", nargs="+", default=["synthetic", "ict"], choices=("synthetic", "ict"))
+    parser.add_argument("--models", nargs="+", default=["coma", "lwae"], choices=("coma", "lwae"),
+                        help="the main comparison's models (e.g. one per process to train them side by side)")
     parser.add_argument("--variants", nargs="*", default=["loc0", "sm0"], choices=sorted(VARIANTS),
                         help="LWAE variants trained on --variant-datasets (default: loc0 sm0)")
     parser.add_argument("--variant-datasets", nargs="*", default=["synthetic", "ict"], choices=("synthetic", "ict"))
@@ -146,7 +148,7 @@ def main() -> None:
             ict_dataset(work, args.ict_subjects, args.ict_frames, args.seed, args.ict_vertices)
             for name in args.datasets}
     # the main comparison on every dataset first, the variants after it
-    jobs = [(name, label, label, None) for name in args.datasets for label in ("coma", "lwae")]
+    jobs = [(name, label, label, None) for name in args.datasets for label in args.models]
     jobs += [(name, f"lwae-{v}", "lwae", VARIANTS[v]) for name in args.datasets if name in args.variant_datasets
              for v in args.variants]
     for name, label, preset, overrides in jobs:
