@@ -24,7 +24,10 @@ channels) upwards and ``W_l: (n_l, K)`` the local weights down-sampled by the QE
 
 with ``A: (n_0 d_0, Z)``, ``a`` the weight and bias of CoMA's decoder FC and ``B_l: (d_l, Z)`` bias-free.
 Each part code reaches the decoder only through its weights, so it enters where its part is; the
-whole face is decoded in one pass (no per-part decoders, no affine composition).
+whole face is decoded in one pass (no per-part decoders, no affine composition). With ``part_graph``
+the decoder's Chebyshev filters ``conv_l`` and ``conv_out`` run on part-aware graphs
+(:func:`part_laplacian`: edge ``(i, j)`` weighted by ``sum_k W_l[i, k] W_l[j, k]``), so they carry
+features within a part and only through the soft weight borders across parts.
 
 Training: L1 reconstruction plus the decompose-compose cycle loss (Dubrovina et al. 2019): mix part
 codes across the batch with one random permutation per part, ``p~[b, k] = p[sigma_k(b), k]``, decode,
