@@ -16,7 +16,7 @@ from morphable.explicit.lwae import (LocallyWeightedAutoencoder, compute_local_w
                                      partition_weights, unmix_codes)
 from morphable.explicit.method import template_hierarchy
 from morphable.explicit.parts import (border_roughness, ellipse_area, locality, mix_part, part_regions,
-                                      random_pairs)
+                                      random_pairs, swap_decodings)
 
 
 def test_displacement_features_naive():
@@ -133,19 +133,19 @@ def test_locality_detects_local_and_non_local_models():
     basis = rng.standard_normal((n_vertices, z, 3))
     codes = rng.standard_normal((6, k, z))
     pairs = random_pairs(6, 8)
-    local = locality(_linear_decoder(weights, basis), codes, weights, pairs)
+    local = locality(*swap_decodings(_linear_decoder(weights, basis), codes, pairs), weights)
     assert np.allclose(local["share"], 1.0) and local["min_share"] == pytest.approx(1.0)
     assert np.allclose(local["chance"], 0.25)
     # the same decoder with its weights shuffled over the vertices: the regions no longer match
     shuffled = weights[rng.permutation(n_vertices)]
-    off = locality(_linear_decoder(shuffled, basis), codes, weights, pairs)
+    off = locality(*swap_decodings(_linear_decoder(shuffled, basis), codes, pairs), weights)
     assert max(off["share"]) < 0.5
     # a decoder that ignores the parts (every part acts everywhere)
-    glob = locality(_linear_decoder(np.ones((n_vertices, k)), basis), codes, weights, pairs)
+    glob = locality(*swap_decodings(_linear_decoder(np.ones((n_vertices, k)), basis), codes, pairs), weights)
     assert max(glob["share"]) < 0.5
     # soft, overlapping weights still give a high share when the decoder follows them
     soft = weights + 0.05
-    assert locality(_linear_decoder(soft, basis), codes, weights, pairs)["min_share"] > 0.7
+    assert locality(*swap_decodings(_linear_decoder(soft, basis), codes, pairs), weights)["min_share"] > 0.7
 
 
 def test_border_roughness_finds_seams():
@@ -163,9 +163,9 @@ def test_border_roughness_finds_seams():
         return v[None] * (1 + 0.1 * c[:, regions, 0])[..., None]
 
     pairs = random_pairs(4, 6)
-    smooth_ratio = border_roughness(smooth, codes, weights, pairs, f)
+    smooth_ratio = border_roughness(*swap_decodings(smooth, codes, pairs), weights, f)
     assert smooth_ratio["ratio"] == pytest.approx(1.0, abs=0.05) and 0 < smooth_ratio["border_fraction"] < 0.2
-    stepped = border_roughness(seam, codes, weights, pairs, f)
+    stepped = border_roughness(*swap_decodings(seam, codes, pairs), weights, f)
     assert stepped["ratio"] > 3 and stepped["interior_ratio"] == pytest.approx(1.0, abs=0.1)
 
 

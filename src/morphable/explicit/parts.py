@@ -73,76 +73,79 @@ def swap_parts(codec: PartCodec, faces: np.ndarray, assignment: Sequence[int]) -
     return codec.decode_parts(combined[None])[0]
 
 
-def locality(decode_parts: Callable[[np.ndarray], np.ndarray], codes: np.ndarray, weights: np.ndarray,
-             pairs: np.ndarray) -> dict:
-    """Share of the displacement caused by swapping part ``k`` that falls in its region ``R_k`` (module docstring).
+def swap_decodings(decode_parts: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
+                   pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Decodings of every (source, target) pair's part swaps, in one batch.
 
     Args:
         decode_parts: part codes ``(N, K, Z)`` -> meshes ``(N, V, 3)``.
         codes: ``(M, K, Z)`` part codes of the faces the pairs index.
-        weights: local weights ``(V, K)`` that define the regions.
         pairs: ``(P, 2)`` (source, target) indices into ``codes``.
+
+    Returns ``sources (P, V, 3)``, the sources' decodings, and ``swapped (P, K, V, 3)``, ``swapped[i, k]`` being
+    the decoding of source ``i`` with part ``k``'s code replaced by its target's.
+    """
+    codes = np.asarray(codes, dtype=np.float64)
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    k = codes.shape[1]
+    batch = np.stack([np.concatenate([codes[a][None]] + [mix_part(codes[a], codes[b], part, [1.0]) for part in range(k)])
+                      for a, b in pairs])  # (P, K + 1, K, Z)
+    meshes = np.asarray(decode_parts(batch.reshape(-1, *codes.shape[1:])))
+    meshes = meshes.reshape(len(pairs), k + 1, *meshes.shape[1:])
+    return meshes[:, 0], meshes[:, 1:]
+
+
+def locality(sources: np.ndarray, swapped: np.ndarray, weights: np.ndarray) -> dict:
+    """Share of the displacement caused by swapping part ``k`` that falls in its region ``R_k`` (module docstring).
+
+    ``sources (P, V, 3)`` and ``swapped (P, K, V, 3)`` from :func:`swap_decodings`; ``weights``: local weights
+    ``(V, K)`` that define the regions.
 
     Returns per part (lists of length K): ``share`` (pooled over pairs: displacement in ``R_k`` summed over
     the pairs over the total summed over the pairs, so pairs of equal faces, which move nothing, do not
     count), ``share_min`` (worst pair that moves anything), ``chance`` (``|R_k| / V``), ``displacement``
     (mean total displacement, model units); ``min_share`` (worst part).
     """
-    codes = np.asarray(codes, dtype=np.float64)
-    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     regions = part_regions(weights)
-    k = codes.shape[1]
-    inside = np.zeros((len(pairs), k))
-    totals = np.zeros((len(pairs), k))
-    for i, (a, b) in enumerate(pairs):
-        batch = np.concatenate([codes[a][None], mix_part(codes[a], codes[b], 0, [1.0])], axis=0)
-        for part in range(1, k):
-            batch = np.concatenate([batch, mix_part(codes[a], codes[b], part, [1.0])], axis=0)
-        meshes = decode_parts(batch)
-        d = np.linalg.norm(meshes[1:] - meshes[0], axis=-1)  # (K, V)
-        totals[i] = d.sum(axis=1)
-        inside[i] = [d[part, regions == part].sum() for part in range(k)]
+    k = swapped.shape[1]
+    d = np.linalg.norm(np.asarray(swapped, dtype=np.float64) - np.asarray(sources, dtype=np.float64)[:, None],
+                       axis=-1)  # (P, K, V)
+    totals = d.sum(axis=2)
+    inside = np.stack([d[:, part, regions == part].sum(axis=1) for part in range(k)], axis=1)
     share = inside.sum(axis=0) / np.maximum(totals.sum(axis=0), 1e-300)
     moved = totals > 1e-9 * max(float(totals.max()), 1e-300)
     per_pair = np.where(moved, inside / np.maximum(totals, 1e-300), np.inf)
     return {"share": share.tolist(), "share_min": [float(x) if np.isfinite(x) else 0.0 for x in per_pair.min(axis=0)],
             "chance": [float((regions == part).mean()) for part in range(k)],
-            "displacement": totals.mean(axis=0).tolist(), "min_share": float(share.min()), "pairs": len(pairs)}
+            "displacement": totals.mean(axis=0).tolist(), "min_share": float(share.min()), "pairs": len(sources)}
 
 
-def border_roughness(decode_parts: Callable[[np.ndarray], np.ndarray], codes: np.ndarray, weights: np.ndarray,
-                     pairs: np.ndarray, faces: np.ndarray) -> dict:
+def border_roughness(sources: np.ndarray, swapped: np.ndarray, weights: np.ndarray, faces: np.ndarray) -> dict:
     """Seam check for part swaps: how rough part-swapped faces are where two regions meet.
 
     Roughness of a mesh at vertex ``v``: ``r_v = ||x_v - mean_{u ~ v} x_u||`` (umbrella Laplacian). Border vertices
-    ``B``: those with a mesh neighbour in another region ``R_j``. For every pair and part, the swapped decoding of
-    :func:`locality` is compared with the source's decoding. Returns ``ratio = mean_B r(swapped) / mean_B r(source)``
-    (about 1 when a swap leaves no seam, larger when regions are decoded out of step), ``interior_ratio`` (the same
-    off the borders) and ``border_fraction`` (``|B| / V``). ``codes: (M, K, Z)``, ``weights: (V, K)``,
-    ``pairs: (P, 2)``, ``faces: (F, 3)``.
+    ``B``: those with a mesh neighbour in another region ``R_j``. ``sources (P, V, 3)`` and ``swapped (P, K, V, 3)``
+    from :func:`swap_decodings`, ``weights: (V, K)``, ``faces: (F, 3)``. Returns
+    ``ratio = mean_B r(swapped) / mean_B r(source)`` (about 1 when a swap leaves no seam, larger when regions are
+    decoded out of step), ``interior_ratio`` (the same off the borders) and ``border_fraction`` (``|B| / V``).
     """
     from morphable.mesh.topology import adjacency
 
-    codes = np.asarray(codes, dtype=np.float64)
-    k = codes.shape[1]
     regions = part_regions(weights)
-    adj = adjacency(faces, len(regions)).tocoo()
-    border = np.zeros(len(regions), dtype=bool)
+    n = len(regions)
+    adj = adjacency(faces, n).tocoo()
+    border = np.zeros(n, dtype=bool)
     border[adj.row[regions[adj.row] != regions[adj.col]]] = True
     adj = adj.tocsr()
     degree = np.maximum(np.asarray(adj.sum(axis=1)).ravel(), 1.0)
 
     def roughness(meshes: np.ndarray) -> np.ndarray:  # (N, V, 3) -> (N, V)
-        flat = meshes.transpose(1, 0, 2).reshape(len(regions), -1)
-        mean = (adj @ flat / degree[:, None]).reshape(len(regions), len(meshes), 3).transpose(1, 0, 2)
+        flat = meshes.transpose(1, 0, 2).reshape(n, -1)
+        mean = (adj @ flat / degree[:, None]).reshape(n, len(meshes), 3).transpose(1, 0, 2)
         return np.linalg.norm(meshes - mean, axis=-1)
 
-    sources, swapped = [], []
-    for a, b in np.asarray(pairs, dtype=np.int64).reshape(-1, 2):
-        sources.append(codes[a])
-        swapped.extend(mix_part(codes[a], codes[b], part, [1.0])[0] for part in range(k))
-    base = roughness(decode_parts(np.stack(sources)))
-    mixed = roughness(decode_parts(np.stack(swapped)))
+    base = roughness(np.asarray(sources))
+    mixed = roughness(np.asarray(swapped).reshape(-1, n, 3))
     return {"ratio": float(mixed[:, border].mean() / max(base[:, border].mean(), 1e-300)),
             "interior_ratio": float(mixed[:, ~border].mean() / max(base[:, ~border].mean(), 1e-300)),
             "border_fraction": float(border.mean())}
@@ -329,9 +332,10 @@ def lwae_report(run, codec: PartCodec, dataset, split, steps: int = 7, n_pairs: 
         for i, mesh in enumerate(row):
             write_ply(run.file("meshes", f"part{k}_step{i:02d}.ply"), mesh, faces)
     codes = codec.encode_parts(test)
-    local = locality(codec.decode_parts, codes, weights, random_pairs(len(test), n_pairs, seed))
+    sources, swapped = swap_decodings(codec.decode_parts, codes, random_pairs(len(test), n_pairs, seed))
+    local = locality(sources, swapped, weights)
     local["displacement_mm"] = [d * dataset.to_mm for d in local.pop("displacement")]
-    seams = border_roughness(codec.decode_parts, codes, weights, random_pairs(len(test), n_pairs, seed), faces)
+    seams = border_roughness(sources, swapped, weights, faces)
     numbers, embeddings = diversity(codec, train, test, seed=seed)
     diversity_figure(run.file("plots", "diversity.png"), embeddings)
     regions = part_regions(weights)

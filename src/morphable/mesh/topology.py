@@ -141,11 +141,8 @@ def edge_length_laplacian(vertices: np.ndarray, faces: np.ndarray) -> sp.csr_mat
     the 5-point stencil of ``-\Delta``, so ``(I + t L)^{-1}`` approximates heat diffusion for time ``t``.
     """
     v = np.asarray(vertices, dtype=np.float64)
-    e = edges(faces)
-    w = 1.0 / np.maximum(((v[e[:, 0]] - v[e[:, 1]]) ** 2).sum(axis=1), 1e-300)
-    n = len(v)
-    a = sp.csr_matrix((np.concatenate([w, w]), (np.concatenate([e[:, 0], e[:, 1]]), np.concatenate([e[:, 1], e[:, 0]]))),
-                      shape=(n, n))
+    a = adjacency(faces, len(v)).tocoo()
+    a.data = 1.0 / np.maximum(((v[a.row] - v[a.col]) ** 2).sum(axis=1), 1e-300)
     return sp.csr_matrix(sp.diags(np.asarray(a.sum(axis=1)).ravel()) - a)
 
 
