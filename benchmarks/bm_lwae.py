@@ -1,23 +1,24 @@
 """Locally weighted autoencoder vs plain CoMA at latent 64: reconstruction, locality per part, diversity.
 
 Datasets: the synthetic faces and the decimated ICT-FaceKit sample of ``bm_accuracy.py`` (built by its
-helpers, interpolation protocol). On each, ``coma`` and ``lwae`` are trained at latent 64 on the same
-split for the same epochs with the same optimiser (the presets' SGD 8e-3, momentum 0.9, wd 5e-4, decay
-0.99) and the same batch size (32, the LWAE paper's). LWAE variants (``--variants``, synthetic data
-and ICT by default) change one setting each, e.g. ``loc0`` / ``loc3`` (swap-locality weight 0 / 3; the
-preset's is 1), ``nograph`` (the decoder on the plain mesh graphs), ``sm0`` (local weights without
-smoothing), ``g1`` / ``g4`` (partition sharpness 1 / 4; the preset's is 8), ``noinject`` (no injection
-after the up-samplings), ``nocycle`` (cycle weight 0), ``s0.7`` (sparseness 0.7).
+helpers, interpolation protocol). On each, ``coma`` and ``lwae`` (the presets) are trained at latent 64 on
+the same split for the same epochs with the same optimiser (the presets' SGD 8e-3, momentum 0.9, wd 5e-4,
+decay 0.99) and the same batch size (32, the LWAE paper's). ``coma3`` is CoMA on the LWAE preset's
+hierarchy (three poolings, its channels), to separate what the finer coarse level gives from what the parts
+cost. LWAE variants (``--variants``) change one setting each, e.g. ``f4`` (CoMA's four poolings and
+channels), ``noup`` (plain barycentric up-sampling), ``nograph`` (the decoder on the plain mesh graphs),
+``loc1`` (swap-locality loss at weight 1; the preset's is 0), ``g8`` / ``g64`` (partition sharpness; the
+preset's is 32), ``sm0`` (local weights without smoothing), ``noinject``, ``nocycle``, ``s0.7``.
 
 Reported (from the run's ``metrics.json``; LWAE numbers are what ``morphable train lwae`` writes):
 test error mean/median in mm and LWAE vs CoMA (goal: within 10 %); locality per part (share of the
-displacement caused by swapping part k that falls in its region R_k, mean over 10 test pairs; goal
+displacement caused by swapping part k that falls in its region R_k, over 10 test pairs; goal
 >= 70 %) next to the region's vertex share (what a decoder ignoring the weights scores); diversity:
 2-sigma ellipse areas of the encodings of train, test and part-synthesised faces (5 x 11 x 4) in PCA
 and t-SNE projections.
 
 Usage: OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/bm_lwae.py [--epochs 15] \
-    [--subjects 4 --frames 5 --ict-subjects 4 --ict-frames 5] [--models coma lwae] [--variants loc0 loc3 noinject ...]
+    [--subjects 4 --frames 5 --ict-subjects 4 --ict-frames 5] [--models coma coma3 lwae] [--variants f4 noup ...]
 Writes benchmarks/results/bm_lwae.json (after every run) and prints a table.
 """
 
@@ -42,8 +43,18 @@ BATCH = 32
 VARIANTS = {"noinject": {"inject": False}, "nocycle": {"cycle_weight": 0.0}, "s0.7": {"sparseness": 0.7},
             "s0.3": {"sparseness": 0.3}, "cycle3": {"cycle_weight": 3.0},
             "sm0": {"smoothing": 0.0}, "g1": {"sharpness": 1.0}, "g4": {"sharpness": 4.0},
-            "nograph": {"part_graph": False},
-            **{f"loc{w:g}": {"locality_weight": w} for w in (0.0, 0.3, 1.0, 3.0, 10.0, 30.0)}}
+            "g8": {"sharpness": 8.0}, "g64": {"sharpness": 64.0}, "nograph": {"part_graph": False},
+            "noup": {"part_upsampling": False},
+            "f4": {"factors": [4, 4, 4, 4], "encoder_channels": [16, 16, 16, 32], "decoder_channels": [32, 32, 16, 16, 16]},
+            **{f"loc{w:g}": {"locality_weight": w} for w in (0.3, 1.0, 3.0)}}
+
+
+def lwae_hierarchy() -> dict:
+    """The LWAE preset's hierarchy and channels, to train CoMA on them (model ``coma3``)."""
+    from morphable.config import PRESETS
+
+    m = PRESETS["lwae"]().model
+    return {"factors": m.factors, "encoder_channels": m.encoder_channels, "decoder_channels": m.decoder_channels}
 
 
 def _default_work() -> Path:
@@ -114,10 +125,10 @@ def main() -> None:
     parser.add_argument("--ict-frames", type=int, default=5)
     parser.add_argument("--ict-vertices", type=int, default=5000)
     parser.add_argument("--datasets", nargs="+", default=["synthetic", "ict"], choices=("synthetic", "ict"))
-    parser.add_argument("--models", nargs="+", default=["coma", "lwae"], choices=("coma", "lwae"),
+    parser.add_argument("--models", nargs="+", default=["coma", "coma3", "lwae"], choices=("coma", "coma3", "lwae"),
                         help="the main comparison's models (e.g. one per process to train them side by side)")
-    parser.add_argument("--variants", nargs="*", default=["loc0", "sm0"], choices=sorted(VARIANTS),
-                        help="LWAE variants trained on --variant-datasets (default: loc0 sm0)")
+    parser.add_argument("--variants", nargs="*", default=["f4", "noup"], choices=sorted(VARIANTS),
+                        help="LWAE variants trained on --variant-datasets (default: f4 noup)")
     parser.add_argument("--variant-datasets", nargs="*", default=["synthetic", "ict"], choices=("synthetic", "ict"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
@@ -149,7 +160,8 @@ def main() -> None:
             ict_dataset(work, args.ict_subjects, args.ict_frames, args.seed, args.ict_vertices)
             for name in args.datasets}
     # the main comparison on every dataset first, the variants after it
-    jobs = [(name, label, label, None) for name in args.datasets for label in args.models]
+    jobs = [(name, label, "coma" if label == "coma3" else label, lwae_hierarchy() if label == "coma3" else None)
+            for name in args.datasets for label in args.models]
     jobs += [(name, f"lwae-{v}", "lwae", VARIANTS[v]) for name in args.datasets if name in args.variant_datasets
              for v in args.variants]
     for name, label, preset, overrides in jobs:

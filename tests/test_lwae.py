@@ -13,7 +13,7 @@ from morphable.config import PRESETS, LWAEConfig
 from morphable.data.registered import load_registered, make_split, write_coma_layout
 from morphable.explicit.lwae import (LocallyWeightedAutoencoder, compute_local_weights, displacement_features,
                                      level_weights, locality_loss, mix_codes, outside_region, part_laplacian,
-                                     partition_weights, unmix_codes)
+                                     part_upsampling, partition_weights, unmix_codes)
 from morphable.explicit.method import template_hierarchy
 from morphable.explicit.parts import (border_roughness, ellipse_area, locality, mix_part, part_regions,
                                       random_pairs, swap_decodings)
@@ -247,8 +247,9 @@ def trained_run(tmp_path_factory):
     config = PRESETS["lwae"]()
     config.data.path = str(root)
     config.data.val_fraction = 0.1
-    config.model.factors = [2, 2, 2, 2]
+    config.model.factors = [2, 2, 2]
     config.model.latent = 16
+    config.model.locality_weight = 1.0  # off in the preset; trained here so that its path runs end to end
     config.train.epochs = 2
     config.train.batch_size = 8
     out = tmp_path_factory.mktemp("runs") / "lwae"
@@ -261,7 +262,8 @@ def test_lwae_trains_and_reports(trained_run):
 
     metrics, out, root, config = trained_run
     assert np.isfinite(metrics["mean_mm"])
-    assert config.model.locality_weight > 0  # the preset trains with the swap-locality loss
+    preset = PRESETS["lwae"]().model
+    assert preset.part_graph and preset.part_upsampling and preset.locality_weight == 0 and preset.factors == [4, 4, 4]
     with open(out / "log.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and all(float(r["train_locality"]) > 0 for r in rows)
@@ -368,3 +370,67 @@ def test_decoder_filters_use_part_graphs_and_checkpoint_keeps_them(network, sphe
     blank = LocallyWeightedAutoencoder(_small_config(), hierarchy)  # as a checkpoint is loaded: weights come later
     blank.load_state_dict(net.state_dict())
     assert torch.equal(blank.output_conv.laplacian.values, net.output_conv.laplacian.values)
+    # the part-aware up-samplings (their sparsity pattern depends on the weights) come back from the checkpoint
+    for mine, theirs in zip(blank.ups, net.ups):
+        assert (mine.matrix.to_scipy() != theirs.matrix.to_scipy()).nnz == 0
+    p = torch.randn(2, 3, 6)
+    with torch.no_grad():
+        assert torch.equal(blank.decode_parts(p), net.decode_parts(p))
+
+
+def test_part_upsampling_against_naive_rows_and_hard_borders(sphere):
+    hierarchy = template_hierarchy(sphere[0], sphere[1], [2])
+    rng = np.random.default_rng(7)
+    selected = np.asarray(hierarchy.down[0].argmax(axis=1)).ravel()  # fine index of every coarse vertex
+    assert np.allclose(hierarchy.vertices[0][selected], hierarchy.vertices[1])
+    fine = hierarchy.vertices[0] + 1e-4 * rng.standard_normal(hierarchy.vertices[0].shape)  # no nearest-vertex ties
+    up, coarse = hierarchy.up[0], fine[selected]
+    wf = rng.random((len(fine), 3)) ** 6
+    wf /= wf.sum(axis=1, keepdims=True)
+    wc = level_weights(wf, hierarchy)[1]
+    out = part_upsampling(up, wf, wc, fine, coarse, nearest_weight=1e-3).toarray()
+    dense = up.toarray()
+    for v in range(len(fine)):  # naive: same-part corner weights + the nearest coarse vertex of v's part
+        row = dense[v] * (wc @ wf[v])
+        own = np.flatnonzero(wc.argmax(axis=1) == wf[v].argmax())
+        row[own[np.argmin(np.linalg.norm(coarse[own] - fine[v], axis=1))]] += 1e-3
+        assert np.allclose(out[v], row / row.sum(), atol=1e-8)
+    # one-hot weights: nothing crosses a border; one part: the barycentric up-sampling
+    hard = np.eye(3)[(fine[:, 2] > 0).astype(int) + (fine[:, 0] > 0.5)]
+    cut = part_upsampling(up, hard, level_weights(hard, hierarchy)[1], fine, coarse)
+    regions, coarse_regions = hard.argmax(axis=1), level_weights(hard, hierarchy)[1].argmax(axis=1)
+    rows, cols = cut.nonzero()
+    assert np.all(regions[rows] == coarse_regions[cols]) and np.allclose(cut.sum(axis=1), 1)
+    single = part_upsampling(up, np.ones((len(fine), 1)), np.ones((len(coarse), 1)), fine, coarse).toarray()
+    assert np.abs(single - dense).max() < 2e-3
+    # a part without a coarse vertex: its fine vertices get zero rows
+    far = np.setdiff1d(np.arange(len(fine)), selected)[0]
+    lonely = np.eye(2)[(np.arange(len(fine)) == far).astype(int)]
+    zero = part_upsampling(up, lonely, level_weights(lonely, hierarchy)[1], fine, coarse).toarray()
+    assert np.all(zero[far] == 0) and np.allclose(np.delete(zero, far, axis=0).sum(axis=1), 1)
+
+
+def test_decoder_is_local_by_construction_for_one_hot_weights(sphere):
+    """Part graphs + part-aware up-sampling + one-hot weights: a part's code cannot move another region."""
+    torch.manual_seed(3)
+    v = sphere[0]
+    hierarchy = template_hierarchy(v, sphere[1], [2, 2])
+    hard = np.eye(3)[(v[:, 2] > 0).astype(int) + (v[:, 0] > 0.5)]
+    assert all(np.all(w.sum(axis=0) > 0) for w in level_weights(hard, hierarchy))
+    net = LocallyWeightedAutoencoder(_small_config(), hierarchy, hard).eval()
+    p = torch.randn(4, 3, 6)
+    regions = torch.as_tensor(hard.argmax(axis=1))
+    with torch.no_grad():
+        base = net.decode_parts(p)
+        for part in range(3):
+            q = p.clone()
+            q[:, part] = torch.randn(4, 6)
+            moved = (net.decode_parts(q) - base).norm(dim=-1)
+            assert moved[:, regions != part].max() < 1e-6 and moved[:, regions == part].mean() > 1e-3
+        # the plain up-sampling leaks across the borders
+        plain = LWAEConfig(**{**_small_config().__dict__, "part_upsampling": False})
+        leaky = LocallyWeightedAutoencoder(plain, hierarchy, hard).eval()
+        leaky.load_state_dict({k: t for k, t in net.state_dict().items() if ".matrix." not in k}, strict=False)
+        q = p.clone()
+        q[:, 0] = torch.randn(4, 6)
+        assert (leaky.decode_parts(q) - leaky.decode_parts(p)).norm(dim=-1)[:, regions != 0].max() > 1e-3

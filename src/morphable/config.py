@@ -85,7 +85,8 @@ class LWAEConfig(AutoencoderConfig):
     ``sparseness``; features and columns diffused over the mean shape with a width of ``smoothing`` (and
     half of it) times its bounding-box diagonal, then a partition of unity sharpened by the power
     ``sharpness``. ``part_graph``: the decoder's Chebyshev filters work on graphs whose edges are weighted by
-    the probability that both ends lie in the same part. ``inject``: also add the locally weighted part codes
+    the probability that both ends lie in the same part. ``part_upsampling``: every decoder up-sampling takes a
+    fine vertex's features only from coarse vertices of its own part. ``inject``: also add the locally weighted part codes
     after every decoder up-sampling. ``cycle_weight``: weight of the decompose-compose cycle loss.
     ``locality_weight``: weight of the swap-locality loss (the share of what swapping one part's code moves
     outside its region).
@@ -95,12 +96,13 @@ class LWAEConfig(AutoencoderConfig):
     sparseness: float = 0.5
     nmf_iterations: int = 500
     nmf_init: str = "nndsvd"
-    sharpness: float = 8.0
+    sharpness: float = 32.0
     smoothing: float = 0.04
     part_graph: bool = True
+    part_upsampling: bool = True
     inject: bool = True
     cycle_weight: float = 1.0
-    locality_weight: float = 1.0
+    locality_weight: float = 0.0
 
 
 @dataclass
@@ -196,9 +198,12 @@ def _coma(pooling: str = "qem", method: str = "coma") -> ExperimentConfig:
 
 
 def _lwae() -> ExperimentConfig:
-    """Kim & Kim: CoMA's network and optimiser, latent 64, K = 4 parts, batch 32, 300 epochs."""
+    """Kim & Kim: CoMA's network and optimiser, latent 64, K = 4 parts, batch 32, 300 epochs; the decoder starts
+    one level finer than CoMA's (three poolings, 79 coarse vertices on a 5k mesh), because each part is decoded
+    from its own coarse vertices (``docs/lwae.md``)."""
     config = _coma(method="lwae")
-    config.model = LWAEConfig(latent=64)
+    config.model = LWAEConfig(latent=64, factors=[4, 4, 4], encoder_channels=[16, 16, 32],
+                              decoder_channels=[32, 16, 16, 16])
     config.train.batch_size = 32
     return config
 

@@ -27,7 +27,11 @@ Each part code reaches the decoder only through its weights, so it enters where 
 whole face is decoded in one pass (no per-part decoders, no affine composition). With ``part_graph``
 the decoder's Chebyshev filters ``conv_l`` and ``conv_out`` run on part-aware graphs
 (:func:`part_laplacian`: edge ``(i, j)`` weighted by ``sum_k W_l[i, k] W_l[j, k]``), so they carry
-features within a part and only through the soft weight borders across parts.
+features within a part and only through the soft weight borders across parts. With ``part_upsampling``
+every ``up_l`` is :func:`part_upsampling`: a fine vertex takes its features only from coarse vertices of its
+own part. Together (and with sharp weights) they make the decoder local by construction: a part code reaches
+the decoder only in its region, and no layer carries it out of the region; every region is decoded from its
+own part code and coarse vertices, in one pass over the whole face.
 
 Training: L1 reconstruction plus the decompose-compose cycle loss (Dubrovina et al. 2019): mix part
 codes across the batch with one random permutation per part, ``p~[b, k] = p[sigma_k(b), k]``, decode,
@@ -51,6 +55,7 @@ from torch import nn
 from morphable.config import ExperimentConfig, LWAEConfig
 from morphable.data.registered import Normaliser
 from morphable.explicit.autoencoder import MeshAutoencoder
+from morphable.explicit.layers import Pool
 from morphable.explicit.method import AutoencoderMethod
 from morphable.explicit.nmf import SparseNMF, sparse_nmf
 from morphable.mesh.hierarchy import MeshHierarchy
@@ -86,7 +91,7 @@ def partition_weights(weights: np.ndarray, sharpness: float, positions: np.ndarr
 
 
 def compute_local_weights(train_vertices: np.ndarray, faces: np.ndarray, parts: int, sparseness: float,
-                          iterations: int = 500, init: str = "nndsvd", seed: int = 0, sharpness: float = 8.0,
+                          iterations: int = 500, init: str = "nndsvd", seed: int = 0, sharpness: float = 32.0,
                           smoothing: float = 0.04) -> tuple[np.ndarray, SparseNMF]:
     """Local weights ``(n, K)`` and the NMF result, from train meshes ``(N, n, 3)`` with triangles ``faces (F, 3)``.
 
@@ -132,6 +137,50 @@ def part_laplacian(laplacian: sp.spmatrix, weights: np.ndarray) -> sp.csr_matrix
     degree = np.bincount(rows, weights=same, minlength=lap.shape[0])
     scale = 1.0 / np.sqrt(np.maximum(degree, 1e-12))
     return sp.csr_matrix((-same * scale[rows] * scale[cols], cols.copy(), lap.indptr.copy()), shape=lap.shape)
+
+
+def part_upsampling(up: sp.spmatrix, fine_weights: np.ndarray, coarse_weights: np.ndarray,
+                    fine_positions: np.ndarray, coarse_positions: np.ndarray, nearest_weight: float = 1e-3
+                    ) -> sp.csr_matrix:
+    """Part-aware up-sampling ``U' (n_fine, n_coarse)`` from the barycentric up-sampling ``up = U`` of a level.
+
+    ``fine_weights: (n_fine, K)`` and ``coarse_weights: (n_coarse, K)``: partition weights of the two levels;
+    positions ``(n, 3)``. With ``s(v, c) = sum_k Wf[v, k] Wc[c, k]`` (the probability that fine vertex ``v`` and
+    coarse vertex ``c`` lie in the same part) and ``n(v)`` the nearest coarse vertex whose dominant part is that
+    of ``v``::
+
+        U'[v, c] = (U[v, c] s(v, c) + nearest_weight [c = n(v)]) / row sum
+
+    so a fine vertex takes its features from the corners of its coarse triangle that share its part, and from
+    its part's nearest coarse vertex when none does. A fine vertex whose part has no coarse vertex at all gets a
+    zero row (its features then come from its part's injected code alone). Entries below ``1e-9`` of their row
+    are dropped (they would be 0 in float32, so a checkpoint would not keep them). Rows of ``U'`` sum to 1 (or are 0);
+    for one-hot weights no fine vertex receives anything from a coarse vertex of another part; with one part,
+    ``U' = U`` up to the ``nearest_weight`` term.
+    """
+    u = sp.coo_matrix(up)
+    wf = np.asarray(fine_weights, dtype=np.float64)
+    wc = np.asarray(coarse_weights, dtype=np.float64)
+    same = np.einsum("ek,ek->e", wf[u.row], wc[u.col])
+    fine_part, coarse_part = wf.argmax(axis=1), wc.argmax(axis=1)
+    nearest = np.full(len(wf), -1)
+    for part in np.unique(fine_part):
+        candidates = np.flatnonzero(coarse_part == part)
+        if len(candidates):
+            members = fine_part == part
+            nearest[members] = candidates[cKDTree(coarse_positions[candidates]).query(fine_positions[members])[1]]
+    fed = np.flatnonzero(nearest >= 0)
+    matrix = sp.csr_matrix((np.concatenate([u.data * same, np.full(len(fed), nearest_weight)]),
+                            (np.concatenate([u.row, fed]), np.concatenate([u.col, nearest[fed]]))), shape=u.shape)
+    total = np.asarray(matrix.sum(axis=1)).ravel()
+    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    matrix.data[matrix.data < 1e-9 * total[rows]] = 0.0  # negligible (and 0 in float32 checkpoints)
+    matrix.eliminate_zeros()
+    total = np.asarray(matrix.sum(axis=1)).ravel()
+    scale = np.where(nearest >= 0, 1.0 / np.maximum(total, 1e-300), 0.0)
+    matrix = sp.csr_matrix(sp.diags(scale) @ matrix)
+    matrix.eliminate_zeros()
+    return matrix
 
 
 def mix_codes(p: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
@@ -197,6 +246,26 @@ class LocallyWeightedAutoencoder(MeshAutoencoder):
                 graph = part_laplacian(hierarchy.laplacians[level], levels[level])
                 with torch.no_grad():
                     conv.laplacian.values.copy_(torch.as_tensor(graph.data))
+        self.part_upsampling = config.part_upsampling
+        if config.part_upsampling:
+            if config.pooling != "qem":
+                raise ValueError(f"part_upsampling needs QEM pooling (pooling 'qem'), got '{config.pooling}'")
+            if np.any(local_weights):  # else a checkpoint brings the matrices (_load_from_state_dict)
+                for i in range(len(self.ups)):
+                    fine, coarse = self.n_levels - 2 - i, self.n_levels - 1 - i
+                    self.ups[i] = Pool(part_upsampling(hierarchy.up[fine], levels[fine], levels[coarse],
+                                                       hierarchy.vertices[fine], hierarchy.vertices[coarse]))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Part-aware up-samplings depend on the local weights, so their sparsity pattern comes from the checkpoint."""
+        if self.part_upsampling:
+            for i, up in enumerate(self.ups):
+                key = f"{prefix}ups.{i}.matrix."
+                if key + "crow" in state_dict:
+                    parts = (state_dict[key + n].detach().cpu().numpy() for n in ("values", "col", "crow"))
+                    self.ups[i] = Pool(sp.csr_matrix(tuple(parts), shape=up.matrix.shape),
+                                       dtype=state_dict[key + "values"].dtype).to(up.matrix.crow.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def level_weights(self, level: int) -> torch.Tensor:
         """``W_level: (n_level, K)``; level 0 is the template."""
