@@ -45,7 +45,8 @@ VARIANTS = {"noinject": {"inject": False}, "nocycle": {"cycle_weight": 0.0}, "s0
             "sm0": {"smoothing": 0.0}, "g1": {"sharpness": 1.0}, "g4": {"sharpness": 4.0},
             "g8": {"sharpness": 8.0}, "g64": {"sharpness": 64.0}, "nograph": {"part_graph": False},
             "noup": {"part_upsampling": False},
-            "f4": {"factors": [4, 4, 4, 4], "encoder_channels": [16, 16, 16, 32], "decoder_channels": [32, 32, 16, 16, 16]},
+            "f4": {"factors": [4, 4, 4, 4], "encoder_channels": [16, 16, 16, 32],
+                   "decoder_channels": [32, 32, 16, 16, 16]},
             **{f"loc{w:g}": {"locality_weight": w} for w in (0.3, 1.0, 3.0)}}
 
 

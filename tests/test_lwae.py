@@ -376,6 +376,10 @@ def test_decoder_filters_use_part_graphs_and_checkpoint_keeps_them(network, sphe
     p = torch.randn(2, 3, 6)
     with torch.no_grad():
         assert torch.equal(blank.decode_parts(p), net.decode_parts(p))
+    broken = dict(net.state_dict())
+    broken["ups.0.matrix.col"] = broken["ups.0.matrix.col"] + 10 ** 6  # column indices out of range
+    with pytest.raises(RuntimeError, match="ups.0.matrix: not a sparse"):
+        LocallyWeightedAutoencoder(_small_config(), hierarchy).load_state_dict(broken)
 
 
 def test_part_upsampling_against_naive_rows_and_hard_borders(sphere):

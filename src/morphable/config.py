@@ -86,8 +86,8 @@ class LWAEConfig(AutoencoderConfig):
     half of it) times its bounding-box diagonal, then a partition of unity sharpened by the power
     ``sharpness``. ``part_graph``: the decoder's Chebyshev filters work on graphs whose edges are weighted by
     the probability that both ends lie in the same part. ``part_upsampling``: every decoder up-sampling takes a
-    fine vertex's features only from coarse vertices of its own part. ``inject``: also add the locally weighted part codes
-    after every decoder up-sampling. ``cycle_weight``: weight of the decompose-compose cycle loss.
+    fine vertex's features only from coarse vertices of its own part. ``inject``: also add the locally weighted
+    part codes after every decoder up-sampling. ``cycle_weight``: weight of the decompose-compose cycle loss.
     ``locality_weight``: weight of the swap-locality loss (the share of what swapping one part's code moves
     outside its region).
     """

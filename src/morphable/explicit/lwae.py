@@ -154,8 +154,8 @@ def part_upsampling(up: sp.spmatrix, fine_weights: np.ndarray, coarse_weights: n
     so a fine vertex takes its features from the corners of its coarse triangle that share its part, and from
     its part's nearest coarse vertex when none does. A fine vertex whose part has no coarse vertex at all gets a
     zero row (its features then come from its part's injected code alone). Entries below ``1e-9`` of their row
-    are dropped (they would be 0 in float32, so a checkpoint would not keep them). Rows of ``U'`` sum to 1 (or are 0);
-    for one-hot weights no fine vertex receives anything from a coarse vertex of another part; with one part,
+    are dropped (they would be 0 in float32, so a checkpoint would not keep them). Rows of ``U'`` sum to 1 (or
+    are 0); for one-hot weights no fine vertex receives anything from a coarse vertex of another part; with one part,
     ``U' = U`` up to the ``nearest_weight`` term.
     """
     u = sp.coo_matrix(up)
@@ -262,9 +262,14 @@ class LocallyWeightedAutoencoder(MeshAutoencoder):
             for i, up in enumerate(self.ups):
                 key = f"{prefix}ups.{i}.matrix."
                 if key + "crow" in state_dict:
-                    parts = (state_dict[key + n].detach().cpu().numpy() for n in ("values", "col", "crow"))
-                    self.ups[i] = Pool(sp.csr_matrix(tuple(parts), shape=up.matrix.shape),
-                                       dtype=state_dict[key + "values"].dtype).to(up.matrix.crow.device)
+                    parts = tuple(state_dict[key + n].detach().cpu().numpy() for n in ("values", "col", "crow"))
+                    try:
+                        matrix = sp.csr_matrix(parts, shape=up.matrix.shape)
+                        matrix.check_format(full_check=True)
+                    except ValueError as exc:  # reported like any other mismatch (RuntimeError, one line)
+                        raise RuntimeError(f"Error(s) in loading state_dict:\n\t{key[:-1]}: not a sparse "
+                                           f"{up.matrix.shape} matrix ({exc})") from None
+                    self.ups[i] = Pool(matrix, dtype=state_dict[key + "values"].dtype).to(up.matrix.crow.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def level_weights(self, level: int) -> torch.Tensor:
