@@ -288,7 +288,7 @@ def test_lwae_trains_and_reports(trained_run):
     assert np.allclose(codec.local_weights, expected, atol=1e-6)
 
 
-def test_parts_command(trained_run, tmp_path):
+def test_parts_command(trained_run, tmp_path, capsys):
     from morphable.cli import main
     from morphable.io import read_mesh, write_ply
 
@@ -300,6 +300,10 @@ def test_parts_command(trained_run, tmp_path):
     first = read_mesh(tmp_path / "interp" / "part2_step00.ply").vertices
     other = read_mesh(tmp_path / "interp" / "part0_step00.ply").vertices
     assert np.allclose(first, other, atol=1e-5)  # t = 0 is the source for every part
+    capsys.readouterr()
+    assert main(["parts", str(out), "--source", "1", "--target", "1", "--part", "0", "--steps", "2",
+                 "--out", str(tmp_path / "same")]) == 0
+    assert "are the same mesh" in capsys.readouterr().err
     face = load_registered(root, progress=False).vertices[0]
     faces = trimesh.creation.icosphere(subdivisions=2).faces
     write_ply(tmp_path / "a.ply", face, faces)

@@ -22,6 +22,7 @@ def register(subparsers) -> None:
 
 
 def run_parts(args: argparse.Namespace) -> int:
+    import sys
     from pathlib import Path
 
     import numpy as np
@@ -85,6 +86,9 @@ def run_parts(args: argparse.Namespace) -> int:
     else:
         raise MorphableError(f"--part must be 0..{k - 1} or 'all', got '{args.part}'")
     source, target = face(args.source), face(args.target)
+    if np.array_equal(source, target):
+        print(f"note: --source {args.source} and --target {args.target} are the same mesh, so no part changes; "
+              "pick two different faces", file=sys.stderr)
     rows = [interpolate_part(codec, source, target, p, args.steps) for p in parts]
     for p, row in zip(parts, rows):
         for i, mesh in enumerate(row):
