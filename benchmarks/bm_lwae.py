@@ -40,22 +40,24 @@ from bm_accuracy import RESULTS, ict_dataset, synthetic_dataset  # noqa: E402
 
 LATENT = 64
 BATCH = 32
+
+
+def hierarchy_of(preset: str) -> dict:
+    """A preset's poolings and channels, as model overrides (to train one model on another's hierarchy)."""
+    from morphable.config import PRESETS
+
+    m = PRESETS[preset]().model
+    return {"factors": m.factors, "encoder_channels": m.encoder_channels, "decoder_channels": m.decoder_channels}
+
+
 VARIANTS = {"noinject": {"inject": False}, "nocycle": {"cycle_weight": 0.0}, "s0.7": {"sparseness": 0.7},
             "s0.3": {"sparseness": 0.3}, "cycle3": {"cycle_weight": 3.0},
             "sm0": {"smoothing": 0.0}, "g1": {"sharpness": 1.0}, "g4": {"sharpness": 4.0},
             "g8": {"sharpness": 8.0}, "g64": {"sharpness": 64.0}, "nograph": {"part_graph": False},
-            "noup": {"part_upsampling": False},
-            "f4": {"factors": [4, 4, 4, 4], "encoder_channels": [16, 16, 16, 32],
-                   "decoder_channels": [32, 32, 16, 16, 16]},
+            "noup": {"part_upsampling": False}, "f4": hierarchy_of("coma"),
             **{f"loc{w:g}": {"locality_weight": w} for w in (0.3, 1.0, 3.0)}}
-
-
-def lwae_hierarchy() -> dict:
-    """The LWAE preset's hierarchy and channels, to train CoMA on them (model ``coma3``)."""
-    from morphable.config import PRESETS
-
-    m = PRESETS["lwae"]().model
-    return {"factors": m.factors, "encoder_channels": m.encoder_channels, "decoder_channels": m.decoder_channels}
+# the main comparison: label -> (preset, model overrides)
+MODELS = {"coma": ("coma", None), "coma3": ("coma", hierarchy_of("lwae")), "lwae": ("lwae", None)}
 
 
 def _default_work() -> Path:
@@ -126,7 +128,7 @@ def main() -> None:
     parser.add_argument("--ict-frames", type=int, default=5)
     parser.add_argument("--ict-vertices", type=int, default=5000)
     parser.add_argument("--datasets", nargs="+", default=["synthetic", "ict"], choices=("synthetic", "ict"))
-    parser.add_argument("--models", nargs="+", default=["coma", "coma3", "lwae"], choices=("coma", "coma3", "lwae"),
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS),
                         help="the main comparison's models (e.g. one per process to train them side by side)")
     parser.add_argument("--variants", nargs="*", default=["f4", "noup"], choices=sorted(VARIANTS),
                         help="LWAE variants trained on --variant-datasets (default: f4 noup)")
@@ -161,8 +163,7 @@ def main() -> None:
             ict_dataset(work, args.ict_subjects, args.ict_frames, args.seed, args.ict_vertices)
             for name in args.datasets}
     # the main comparison on every dataset first, the variants after it
-    jobs = [(name, label, "coma" if label == "coma3" else label, lwae_hierarchy() if label == "coma3" else None)
-            for name in args.datasets for label in args.models]
+    jobs = [(name, label, *MODELS[label]) for name in args.datasets for label in args.models]
     jobs += [(name, f"lwae-{v}", "lwae", VARIANTS[v]) for name in args.datasets if name in args.variant_datasets
              for v in args.variants]
     for name, label, preset, overrides in jobs:
