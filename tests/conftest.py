@@ -36,3 +36,63 @@ def float64_default():
     torch.manual_seed(0)
     yield
     torch.set_default_dtype(old)
+
+
+def bumpy_spheres(n: int, subdivisions: int = 3, seed: int = 0, scale: float = 0.1):
+    """``n`` icospheres with smooth random bumps ``(n, V, 3)`` (metres) and the faces: registered meshes with
+    real shape variation, for tiny training runs."""
+    import numpy as np
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=subdivisions)
+    bumps = np.random.default_rng(seed).standard_normal((n, 3)) * 0.05
+    v = sphere.vertices[None] * (1 + np.einsum("nk,vk->nv", bumps, sphere.vertices)[..., None])
+    return (v * scale).astype(np.float32), np.asarray(sphere.faces)
+
+
+def write_tiny_faces(root: Path, n: int = 24, subdivisions: int = 3) -> Path:
+    """A COMA-layout dataset of ``n`` bumpy spheres: subjects of 12 meshes, 3 expressions of 4 frames."""
+    from morphable.data.registered import write_coma_layout
+
+    vertices, faces = bumpy_spheres(n, subdivisions)
+    write_coma_layout(root, vertices, faces, [f"s{i // 12}" for i in range(n)], [f"e{(i // 4) % 3}" for i in range(n)],
+                      [i % 4 for i in range(n)], "m", progress=False)
+    return root
+
+
+SPHERE_RADII = {"large": 0.8, "small": 0.5}  # metres; sorted names -> code 0 large, code 1 small
+
+
+@pytest.fixture(scope="session")
+def tiny_faces(tmp_path_factory) -> Path:
+    """24 registered bumpy spheres (642 vertices) in the COMA layout."""
+    return write_tiny_faces(tmp_path_factory.mktemp("tiny") / "faces")
+
+
+@pytest.fixture(scope="session")
+def sdf_dir(tmp_path_factory) -> Path:
+    """An SDF dataset (``morphable data sdf``) of two spheres of radii 0.8 and 0.5 m."""
+    import trimesh
+
+    from morphable.cli import main
+    from morphable.io import write_ply
+
+    root = tmp_path_factory.mktemp("implicit")
+    meshes = root / "meshes"
+    meshes.mkdir()
+    for name, r in SPHERE_RADII.items():
+        sphere = trimesh.creation.icosphere(subdivisions=3, radius=r)
+        write_ply(meshes / f"{name}.ply", sphere.vertices, sphere.faces)
+    assert main(["data", "sdf", str(meshes), "--out", str(root / "sdf"), "--unit", "m", "--n-surface", "2000",
+                 "--n-near", "2000", "--n-ball", "1000"]) == 0
+    return root / "sdf"
+
+
+@pytest.fixture(scope="session")
+def npm_run(sdf_dir, tmp_path_factory) -> Path:
+    """``morphable train npm-small`` on the two spheres (its preset's 20 epochs)."""
+    from morphable.cli import main
+
+    out = tmp_path_factory.mktemp("runs") / "npm"
+    assert main(["train", "npm-small", "--data", str(sdf_dir), "--out", str(out), "--quiet"]) == 0
+    return out

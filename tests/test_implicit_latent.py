@@ -8,10 +8,9 @@ from torch import nn
 
 from morphable.cli import main
 from morphable.data.sdf import Similarity
-from morphable.implicit.latent import (blend_similarities, fit_code_gaussian, interpolate_codes,
-                                       ledoit_wolf_shrinkage, renormalise_codes)
+from morphable.implicit.latent import blend_similarities, renormalise_codes
+from morphable.latent import fit_code_gaussian, interpolate_codes, ledoit_wolf_shrinkage
 from morphable.io import load_weights, read_json, read_mesh
-from test_implicit_training import npm_run, sdf_dir  # noqa: F401  (module fixtures: spheres, trained run)
 
 
 def _known_gaussian(n, d, seed=0):

@@ -10,36 +10,14 @@ import trimesh
 from morphable.cli import main
 from morphable.config import PRESETS, config_from_dict
 from morphable.data.sdf import SdfDataset
-from morphable.implicit.experiment import train_implicit
+from morphable.experiment import train
 from morphable.io import load_weights, read_json, read_mesh, read_ply, write_json, write_ply
 from morphable.train import LAST_CHECKPOINT
-
-RADII = {"large": 0.8, "small": 0.5}  # metres; sorted names -> code 0 large, code 1 small
-
-
-@pytest.fixture(scope="module")
-def sdf_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("implicit")
-    meshes = root / "meshes"
-    meshes.mkdir()
-    for name, r in RADII.items():
-        sphere = trimesh.creation.icosphere(subdivisions=3, radius=r)
-        write_ply(meshes / f"{name}.ply", sphere.vertices, sphere.faces)
-    assert main(["data", "sdf", str(meshes), "--out", str(root / "sdf"), "--n-surface", "2000",
-                 "--n-near", "2000", "--n-ball", "1000"]) == 0
-    return root / "sdf"
-
+from conftest import SPHERE_RADII
 
 def _log(run):
     with open(run / "log.csv", newline="") as f:
         return list(csv.DictReader(f))
-
-
-@pytest.fixture(scope="module")
-def npm_run(sdf_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "npm"
-    assert main(["train", "npm-small", "--data", str(sdf_dir), "--out", str(out), "--quiet"]) == 0
-    return out
 
 
 def test_sdf_dataset_from_cli(sdf_dir):
@@ -80,7 +58,7 @@ def test_triplane_small_losses_fall(sdf_dir, tmp_path):
 
 def test_extract_cli_gives_each_code_its_sphere(npm_run, sdf_dir, tmp_path):
     scale = SdfDataset(sdf_dir).similarities[0].scale
-    for code, name in enumerate(sorted(RADII)):
+    for code, name in enumerate(sorted(SPHERE_RADII)):
         norm_path, src_path = tmp_path / f"n{code}.ply", tmp_path / f"s{code}.obj"
         assert main(["extract", str(npm_run), "--code", str(code), "--res", "48", "--out", str(norm_path),
                      "--normalised"]) == 0
@@ -88,7 +66,7 @@ def test_extract_cli_gives_each_code_its_sphere(npm_run, sdf_dir, tmp_path):
         normalised, source = read_mesh(norm_path), read_mesh(src_path)
         radius = np.linalg.norm(normalised.vertices, axis=1)
         # 20 CPU steps already separate the codes: within 7 % of the true radii (0.9 and 0.5625)
-        assert abs(radius.mean() - RADII[name] * scale) < 0.07 * RADII[name] * scale
+        assert abs(radius.mean() - SPHERE_RADII[name] * scale) < 0.07 * SPHERE_RADII[name] * scale
         # source units = normalised / scale (the spheres are centred, so no translation)
         np.testing.assert_allclose(source.vertices, normalised.vertices / scale, atol=1e-5)
         np.testing.assert_array_equal(source.faces, normalised.faces)
@@ -98,14 +76,14 @@ def test_resume_gives_the_uninterrupted_weights(sdf_dir, tmp_path):
     config = PRESETS["npm-small"]()
     config.data.path = str(sdf_dir)
     config.train.epochs = 4
-    train_implicit(config, tmp_path / "full", progress=False)
+    train(config, tmp_path / "full", progress=False)
     config.train.epochs = 2
-    train_implicit(config, tmp_path / "part", progress=False)
+    train(config, tmp_path / "part", progress=False)
     stored = read_json(tmp_path / "part" / "config.json")
     stored["train"]["epochs"] = 4
     write_json(tmp_path / "part" / "config.json", stored)
     assert config_from_dict(stored).train.epochs == 4
-    train_implicit(config, tmp_path / "part", resume=True, progress=False)
+    train(config, tmp_path / "part", resume=True, progress=False)
     full, _ = load_weights(tmp_path / "full" / LAST_CHECKPOINT)
     part, _ = load_weights(tmp_path / "part" / LAST_CHECKPOINT)
     assert full.keys() == part.keys()
@@ -143,7 +121,7 @@ def test_fit_cli_recovers_the_observed_sphere(npm_run, sdf_dir, tmp_path):
     from morphable.implicit.experiment import load_implicit
     from morphable.implicit.fit import region_metrics
 
-    sphere = trimesh.creation.icosphere(subdivisions=3, radius=RADII["large"])
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=SPHERE_RADII["large"])
     write_ply(tmp_path / "gt.ply", sphere.vertices, sphere.faces)
     assert main(["data", "depth", str(tmp_path / "gt.ply"), "--out", str(tmp_path / "cloud.ply")]) == 0
     assert main(["fit", str(npm_run), "--points", str(tmp_path / "cloud.ply"), "--out", str(tmp_path / "fit"),
@@ -187,11 +165,10 @@ def test_region_metrics_analytic_offset():
 
 def test_space_sdf_term_is_logged_and_falls(sdf_dir, tmp_path):
     from morphable.config import PRESETS
-    from morphable.implicit.experiment import train_implicit
-
+    
     config = PRESETS["triplane-small"]()
     config.data.path = str(sdf_dir)
     config.model.loss_weights = {"space_sdf": 2.0}
-    train_implicit(config, tmp_path / "tp", progress=False)
+    train(config, tmp_path / "tp", progress=False)
     rows = _log(tmp_path / "tp")
     assert float(rows[-1]["train_space_sdf"]) < 0.7 * float(rows[0]["train_space_sdf"])

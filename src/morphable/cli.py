@@ -1,8 +1,10 @@
 """The ``morphable`` command.
 
 Argument parsing imports neither torch nor numpy, so ``morphable --help`` answers at once.
-Each command group lives in ``morphable/commands/<group>.py`` with a ``register(subparsers)``
-function that adds its parser and sets ``func`` to a handler; handlers import what they need.
+Each verb lives in ``morphable/commands/<verb>.py`` with a ``register(subparsers)`` function that adds
+its parser and sets ``func`` to a handler; handlers import what they need. A verb that uses a trained
+model takes the run folder first and works out what to do from the run's family, never from a method
+name.
 A :class:`~morphable.errors.MorphableError` is printed as one line and exits with status 2.
 """
 
@@ -14,7 +16,7 @@ import sys
 
 from morphable import __version__
 
-COMMAND_GROUPS = ("demo", "data", "train", "eval", "mesh", "implicit", "parts")
+COMMAND_GROUPS = ("demo", "data", "train", "eval", "sample", "interpolate", "extract", "fit", "parts", "mesh")
 
 
 def build_parser() -> argparse.ArgumentParser:

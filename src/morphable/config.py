@@ -1,17 +1,40 @@
-"""Run configurations: torch-free dataclasses, one model config per method, and the PRESETS dict.
+"""Run configurations: torch-free dataclasses, one model config per method, and the only registry.
 
-``PRESETS`` is the only registry: the CLI turns its keys into ``morphable train PRESET`` choices.
-A config round-trips through JSON (``to_dict`` / ``config_from_dict``) and is stored in every run
-folder as ``config.json``.
+``METHODS`` maps every method to its family (``explicit``, ``implicit``, ``image``), its config class and
+the class that implements it (a ``module:attribute`` path, imported only when the method runs, so this
+module stays torch-free); ``PRESETS`` maps every preset the CLI offers (``morphable train PRESET``) to a
+factory of its :class:`ExperimentConfig`. Nothing else in the package dispatches on a method string: the
+run driver (:mod:`morphable.experiment`) finds the family's hooks from ``METHODS``.
+
+A config round-trips through JSON (``to_dict`` / ``config_from_dict``) and is stored in every run folder as
+``config.json``. Invalid values (an unknown optimiser, convolution or pooling) are a
+:class:`~morphable.errors.MorphableError` when the config is built, so the CLI prints one line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from morphable.errors import MorphableError
+
+FAMILIES = ("explicit", "implicit", "image")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+PROTOCOLS = ("interpolation", "extrapolation", "identity")
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
+    """Raise a one-line :class:`MorphableError` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise MorphableError(f"{name} must be one of {', '.join(map(str, choices))}; got '{value}'")
+
+
+def check_positive(name: str, value: float, minimum: float = 1) -> None:
+    """Raise a one-line :class:`MorphableError` unless ``value >= minimum``."""
+    if not value >= minimum:
+        raise MorphableError(f"{name} must be at least {minimum}; got {value}")
 
 
 @dataclass
@@ -24,6 +47,13 @@ class DataConfig:
     protocol: str = "interpolation"
     fold: str | None = None
     val_fraction: float = 0.05
+
+    def __post_init__(self) -> None:
+        check_choice("data.protocol (--split)", self.protocol, PROTOCOLS)
+        if self.unit is not None:
+            check_choice("data.unit (--unit)", self.unit, ("m", "cm", "mm"))
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise MorphableError(f"data.val_fraction must be in [0, 1); got {self.val_fraction}")
 
 
 @dataclass
@@ -39,12 +69,22 @@ class TrainConfig:
     momentum: float = 0.9
     device: str = "auto"
 
+    def __post_init__(self) -> None:
+        check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        check_positive("train.epochs (--epochs)", self.epochs)
+        check_positive("train.batch_size (--batch-size)", self.batch_size)
+        if not self.lr > 0:
+            raise MorphableError(f"train.lr (--lr) must be positive; got {self.lr}")
+
 
 @dataclass
 class PCAConfig:
     """PCA baseline: ``latent`` principal components."""
 
     latent: int = 8
+
+    def __post_init__(self) -> None:
+        check_positive("model.latent (--latent)", self.latent)
 
 
 @dataclass
@@ -74,6 +114,13 @@ class AutoencoderConfig:
     topk_encoder: int = 8
     topk_decoder: int = 32
     fusion_init: list[float] = field(default_factory=lambda: [0.8, 0.2])
+
+    def __post_init__(self) -> None:
+        check_positive("model.latent (--latent)", self.latent)
+        check_choice("model.conv", self.conv, ("cheb", "spiral"))
+        check_choice("model.spiral_style", self.spiral_style, ("spiralnet", "neural3dmm"))
+        check_choice("model.pooling", self.pooling, ("qem", "attention", "fused"))
+        check_choice("model.activation", self.activation, ("elu", "relu", "leaky_relu"))
 
 
 @dataclass
@@ -129,6 +176,9 @@ class ImplicitConfig:
     radius: float = 0.5
     loss_weights: dict[str, float] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        check_positive("model.latent (--latent)", self.latent)
+
 
 @dataclass
 class NPMConfig(ImplicitConfig):
@@ -152,10 +202,52 @@ class TriplaneConfig(ImplicitConfig):
     beta: float = 100.0
 
 
-AUTOENCODER_METHODS = ("coma", "neural3dmm", "spiralnet++", "deep3dmm-spectral", "deep3dmm-spiral", "lwae")
-IMPLICIT_METHODS = ("npm", "triplane")
-MODEL_CONFIGS: dict[str, type] = {"pca": PCAConfig, **{m: AutoencoderConfig for m in AUTOENCODER_METHODS},
-                                  "lwae": LWAEConfig, "npm": NPMConfig, "triplane": TriplaneConfig}
+@dataclass(frozen=True)
+class MethodSpec:
+    """What the registry knows of a method: its ``family`` (one of :data:`FAMILIES`), its model ``config``
+    class, the class that implements it, ``implementation`` = ``"module:attribute"`` (imported lazily by
+    :meth:`load`), and how it is trained: ``"loop"`` (a :class:`morphable.train.TrainableMethod` in the
+    training loop) or ``"closed-form"`` (fitted in one call, e.g. PCA). The family's hooks live in
+    ``morphable.<family>.experiment``."""
+
+    family: str
+    config: type
+    implementation: str
+    description: str
+    training: str = "loop"
+
+    def load(self) -> Any:
+        """Import and return the implementing class."""
+        module, _, attribute = self.implementation.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+_AUTOENCODER = "morphable.explicit.method:AutoencoderMethod"
+METHODS: dict[str, MethodSpec] = {
+    "pca": MethodSpec("explicit", PCAConfig, "morphable.explicit.pca:PCAModel", "PCA 3DMM baseline",
+                      training="closed-form"),
+    "coma": MethodSpec("explicit", AutoencoderConfig, _AUTOENCODER, "CoMA: Chebyshev convolutions, QEM pooling"),
+    "neural3dmm": MethodSpec("explicit", AutoencoderConfig, _AUTOENCODER, "Neural3DMM spiral convolutions"),
+    "spiralnet++": MethodSpec("explicit", AutoencoderConfig, _AUTOENCODER, "SpiralNet++ spiral convolutions"),
+    "deep3dmm-spectral": MethodSpec("explicit", AutoencoderConfig, _AUTOENCODER,
+                                    "Deep3DMM learned aggregation, Chebyshev convolutions"),
+    "deep3dmm-spiral": MethodSpec("explicit", AutoencoderConfig, _AUTOENCODER,
+                                  "Deep3DMM learned aggregation, spiral convolutions"),
+    "lwae": MethodSpec("explicit", LWAEConfig, "morphable.explicit.lwae:LWAEMethod",
+                       "locally weighted autoencoder (part codes, sparse-NMF local weights)"),
+    "npm": MethodSpec("implicit", NPMConfig, "morphable.implicit.method:ImplicitMethod",
+                      "NPM / DeepSDF auto-decoder"),
+    "triplane": MethodSpec("implicit", TriplaneConfig, "morphable.implicit.method:ImplicitMethod",
+                           "tri-plane SDF auto-decoder"),
+}
+
+
+def method_spec(method: str, source: str = "config") -> MethodSpec:
+    """The registry entry of ``method``; an unknown method is a one-line error naming ``source``."""
+    try:
+        return METHODS[method]
+    except KeyError:
+        raise MorphableError(f"{source}: unknown method '{method}' (known: {', '.join(sorted(METHODS))})") from None
 
 
 @dataclass
@@ -168,26 +260,35 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
 
+    @property
+    def spec(self) -> MethodSpec:
+        return method_spec(self.method)
+
+    @property
+    def family(self) -> str:
+        return self.spec.family
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 def config_from_dict(d: dict, source: str = "config.json") -> ExperimentConfig:
-    """Rebuild an :class:`ExperimentConfig` from its dict form; unknown keys are an error."""
+    """Rebuild an :class:`ExperimentConfig` from its dict form; unknown keys or values are an error."""
+    if not isinstance(d, dict) or "method" not in d:
+        raise MorphableError(f"{source}: no 'method' in the config")
+    spec = method_spec(d["method"], source)
     try:
-        method = d["method"]
-        model_cls = MODEL_CONFIGS[method]
         return ExperimentConfig(
-            method=method,
-            model=model_cls(**d.get("model", {})),
+            method=d["method"],
+            model=spec.config(**d.get("model", {})),
             data=DataConfig(**d.get("data", {})),
             train=TrainConfig(**d.get("train", {})),
             seed=int(d.get("seed", 0)),
         )
-    except KeyError as exc:
-        raise MorphableError(f"{source}: unknown or missing method {exc}") from None
     except TypeError as exc:
         raise MorphableError(f"{source}: does not match this version's config ({exc})") from None
+    except MorphableError as exc:
+        raise MorphableError(f"{source}: {exc}") from None
 
 
 def _coma(pooling: str = "qem", method: str = "coma") -> ExperimentConfig:
@@ -250,7 +351,7 @@ def _implicit_small(method: str, model: ImplicitConfig) -> ExperimentConfig:
     return _implicit(method, model, batch_size=2, epochs=20, lr=1e-3)
 
 
-PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
+PRESETS: dict[str, Callable[[], ExperimentConfig]] = {  # every value's method is a key of METHODS
     "npm": lambda: _implicit("npm", NPMConfig(), batch_size=32, epochs=10000),
     "npm-small": lambda: _implicit_small("npm", NPMConfig(hidden=64, n_layers=4)),
     "triplane": lambda: _implicit("triplane", TriplaneConfig(), batch_size=4, epochs=15000),

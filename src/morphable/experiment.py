@@ -1,280 +1,135 @@
-"""Train and evaluate models of registered meshes from an :class:`ExperimentConfig`.
+"""The one run driver for every family: create or resume a run, build data and method, train, evaluate, report.
 
-``train_experiment`` validates the data before anything is written, creates the run folder, fits
-the model on the training split and evaluates it; ``evaluate_run`` re-evaluates a finished run from
-its folder alone. Methods plug in through :func:`fit_method` and :func:`load_codec`.
+A run's family (``explicit``, ``implicit``, ``image``; :data:`morphable.config.METHODS`) names the module
+``morphable.<family>.experiment``, which supplies five small hooks:
+
+``prepare_data(config) -> data``
+    read and validate the data (before anything is written); ``config`` may be completed (e.g. the fold).
+``fit(config, run, data, resume, progress) -> dict``
+    train into ``run`` (weights, ``log.csv``); returns a summary (parameters, device, best epoch, ...).
+``evaluate(run, config, data, **options) -> dict``
+    the family's metrics, plots and meshes in ``run`` (rank 0 only); the driver writes ``metrics.json``.
+``evaluation_data(config) -> data``
+    what ``evaluate`` needs when a finished run is re-evaluated (``prepare_data`` for mesh models, which
+    score a test split; nothing for auto-decoders, which are scored on ground-truth meshes).
+``summary(metrics) -> str``
+    one line for the terminal.
+``load(run, device) -> model``
+    the trained model of a run folder for the Python API and the verbs (:func:`morphable.load_run`).
+
+The driver owns the life cycle, the same for all families: on ``resume`` the run's ``config.json`` wins and
+is read before the data (so the data of the run is what is resumed); under torchrun every rank trains, rank 0
+alone creates the folder, evaluates and writes; ``metrics.json`` gets ``fit`` (the hook's summary and the
+seconds), ``plots/losses.png`` is drawn from ``log.csv`` and ``report.md`` sums the run up for a person.
 """
 
 from __future__ import annotations
 
+import importlib
 import time
 from pathlib import Path
-import numpy as np
+from types import ModuleType
+from typing import Any
 
-from morphable.config import AUTOENCODER_METHODS, ExperimentConfig, config_from_dict
-from morphable.data.registered import RegisteredDataset, Split, load_registered, make_split, protocol_folds
-from morphable.errors import MorphableError, input_error
-from morphable.evaluate import evaluate_reconstructions
-from morphable.io import load_weights, save_weights
+from morphable.config import ExperimentConfig, config_from_dict
+from morphable.errors import MorphableError
 from morphable.runs import Run, process_rank
 
-def prepare_data(config: ExperimentConfig) -> tuple[RegisteredDataset, Split]:
-    dataset = load_registered(config.data.path, unit=config.data.unit, template=config.data.template)
-    split = make_split(dataset, config.data.protocol, config.data.fold, config.data.val_fraction)
-    if len(split.train) == 0 or len(split.test) == 0:
-        raise input_error(config.data.path, f"the {config.data.protocol} split leaves an empty train or test set "
-                                            f"({split.sizes()})")
-    config.data.fold = split.fold
-    return dataset, split
+LOG_FILE = "log.csv"
+REPORT_FILE = "report.md"
 
 
-def fit_method(config: ExperimentConfig, run: Run, dataset: RegisteredDataset, split: Split,
-               resume: bool = False, progress: bool = True) -> dict:
-    """Fit the configured method on ``split.train`` and save its weights in the run folder."""
-    if config.method in AUTOENCODER_METHODS:
-        return _fit_autoencoder(config, run, dataset, split, resume, progress)
-    if config.method == "pca":
-        from morphable.explicit.pca import PCAModel
-
-        model = PCAModel.fit(dataset.vertices[split.train], config.model.latent, seed=config.seed)
-        save_weights(run.weights_path, model.state(), {"method": "pca", "n_vertices": str(dataset.n_vertices)})
-        return {"latent": model.latent_size}
-    raise input_error("config", f"method '{config.method}' cannot be trained here")
-
-
-def load_codec(run: Run, config: ExperimentConfig, n_vertices: int):
-    """The trained model of a run: an object with ``encode``, ``decode`` and ``reconstruct`` on ``(N, V, 3)``
-    meshes in the data's unit. Learned aggregation matrices are frozen into sparse pooling."""
-    tensors, meta = load_weights(run.weights_path)
-    if meta.get("n_vertices") != str(n_vertices):
-        raise input_error(run.weights_path, f"checkpoint is for {meta.get('n_vertices')} vertices, "
-                                            f"the data has {n_vertices}")
-    if config.method == "pca":
-        from morphable.explicit.pca import PCAModel
-
-        return PCAModel.from_state(tensors)
-    if config.method in AUTOENCODER_METHODS:
-        return load_autoencoder(run, config, template_of(run))
-    raise input_error(run.weights_path, f"method '{config.method}' cannot be evaluated here")
-
-
-def _fit_autoencoder(config: ExperimentConfig, run: Run, dataset: RegisteredDataset, split: Split,
-                     resume: bool, progress: bool) -> dict:
-    import torch
-
-    from morphable.data.registered import Normaliser
-    from morphable.explicit.method import template_hierarchy
-    from morphable.train import LoopConfig, fit, init_distributed, select_device
-
-    device = select_device(config.train.device)
-    dist_info = init_distributed(device)
-    train = dataset.vertices[split.train]
-    normaliser = Normaliser.fit(train)
-    hierarchy = template_hierarchy(dataset.vertices[split.train[0]], dataset.faces, config.model.factors)
-    method = autoencoder_method(config, hierarchy, normaliser, device, train)
-    train_data = torch.as_tensor(normaliser.apply(train), dtype=torch.float32)
-    val_data = torch.as_tensor(normaliser.apply(dataset.vertices[split.val]), dtype=torch.float32)
-    if dist_info.is_main:
-        np.save(run.file("template_vertices.npy"), dataset.vertices[split.train[0]])
-        np.save(run.file("template_faces.npy"), dataset.faces)
-    loop = LoopConfig(epochs=config.train.epochs, batch_size=config.train.batch_size, seed=config.seed,
-                      progress=progress)
-    summary = fit(method, train_data, val_data if len(val_data) else None, loop, run.path, device, resume=resume,
-                  dist_info=dist_info, metadata={"method": config.method, "n_vertices": str(dataset.n_vertices)})
-    return {**summary, "parameters": sum(p.numel() for p in method.network.parameters()), "device": str(device)}
-
-
-def autoencoder_method(config: ExperimentConfig, hierarchy, normaliser, device, train: np.ndarray | None = None):
-    """The training/inference method of an autoencoder config; LWAE computes its local weights from the train
-    meshes ``train (N, V, 3)`` (``None``: they come from a checkpoint)."""
-    if config.method == "lwae":
-        from morphable.explicit.lwae import lwae_method
-
-        return lwae_method(config, hierarchy, normaliser, device, train)
-    from morphable.explicit.method import AutoencoderMethod
-
-    return AutoencoderMethod(config, hierarchy, normaliser, device)
-
-
-def template_of(run: Run) -> tuple[np.ndarray, np.ndarray]:
-    """The template (vertices, faces) a run's hierarchy was built from."""
+def family_hooks(config: ExperimentConfig) -> ModuleType:
+    """The hook module ``morphable.<family>.experiment`` of a config's method."""
+    family = config.family
     try:
-        return (np.load(run.path / "template_vertices.npy", allow_pickle=False),
-                np.load(run.path / "template_faces.npy", allow_pickle=False))
-    except (OSError, ValueError) as exc:
-        raise input_error(run.path, f"run has no readable template ({exc})") from None
+        return importlib.import_module(f"morphable.{family}.experiment")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"morphable.{family}.experiment":
+            raise MorphableError(f"method '{config.method}': the {family} family cannot be trained yet") from None
+        raise
 
 
-def load_autoencoder(run: Run, config: ExperimentConfig, template: tuple[np.ndarray, np.ndarray]):
-    """Rebuild a trained autoencoder method from a run folder (best weights and normaliser)."""
-    from morphable.data.registered import Normaliser
-    from morphable.explicit.method import template_hierarchy
-    from morphable.train import load_checkpoint, select_device
-
-    device = select_device(config.train.device)
-    hierarchy = template_hierarchy(template[0], template[1], config.model.factors)
-    n = len(template[0])
-    placeholder = Normaliser(np.zeros((n, 3), np.float32), np.ones((n, 3), np.float32))
-    method = autoencoder_method(config, hierarchy, placeholder, device)
-    load_checkpoint(run.weights_path, method, device)
-    return method
+def open_run(path: str | Path) -> tuple[Run, ExperimentConfig]:
+    """A run folder and its config (``config.json`` checked against this version's configs)."""
+    run = Run.open(path)
+    return run, config_from_dict(run.config, str(run.path / "config.json"))
 
 
-def freeze_aggregations(network) -> int:
-    """Replace every learned aggregation by a fixed sparse :class:`Pool` with its trained matrix."""
-    from morphable.explicit.pooling import LearnedAggregation
+def train(config: ExperimentConfig, out: str | Path, overwrite: bool = False, resume: bool = False,
+          progress: bool = True) -> dict[str, Any]:
+    """Train ``config`` into the run folder ``out`` and evaluate it; returns the metrics (``{}`` on ranks > 0).
 
-    frozen = 0
-    for modules in (network.downs, network.ups):
-        for i, module in enumerate(modules):
-            if isinstance(module, LearnedAggregation):
-                modules[i] = module.freeze()
-                frozen += 1
-    return frozen
-
-
-def evaluate_split(run: Run, codec, dataset: RegisteredDataset, split: Split) -> dict:
-    """Metrics on the test (and validation) meshes; writes plots, meshes and ``metrics.json``.
-
-    Also draws the latent interpolation between the first and last test mesh and, for models with
-    learned aggregation, the QEM vs learned mapping matrices; learned matrices are then frozen
-    into sparse pooling for the reconstructions.
+    ``resume`` continues the run in ``out`` from its last checkpoint with the run's own ``config.json``.
     """
-    from morphable.explicit.figures import interpolation_strip, mapping_matrices_figure
-
-    network = getattr(codec, "network", None)
-    if network is not None and mapping_matrices_figure(run, network):
-        freeze_aggregations(network)
-    results = {}
-    for name in ("test", "val"):
-        idx = getattr(split, name)
-        if len(idx) == 0:
-            continue
-        part = dataset.subset(idx)
-        pred = codec.reconstruct(part.vertices)
-        titles = [f"{s}\n{e} {f}".strip() for s, e, f in zip(part.subjects, part.expressions, part.frames)]
-        results[name] = evaluate_reconstructions(run, name, pred, part.vertices, dataset.faces, dataset.to_mm,
-                                                 part.expressions, titles)
-    test_set = dataset.subset(split.test)
-    interpolation_strip(run, codec, test_set.vertices[0], test_set.vertices[-1], dataset.faces,
-                        (f"{test_set.subjects[0]} {test_set.expressions[0]}".strip() or "first",
-                         f"{test_set.subjects[-1]} {test_set.expressions[-1]}".strip() or "last"))
-    test = results["test"]
-    metrics = {k: test[k] for k in ("mean_mm", "std_mm", "median_mm", "max_mm")}
-    metrics.update({"protocol": split.protocol, "fold": split.fold, "split_sizes": split.sizes(),
-                    "unit": dataset.unit, "splits": results})
-    if run.config.get("method") == "lwae":
-        from morphable.explicit.parts import lwae_report
-
-        metrics["lwae"] = lwae_report(run, codec, dataset, split)
-    run.write_metrics(metrics)
-    _write_curve_plot(run, test)
-    return metrics
-
-
-def _write_curve_plot(run: Run, test: dict) -> None:
-    from morphable.viz import cumulative_error_plot
-
-    name = run.config.get("method", "model")
-    curve = test["curve"]
-    cumulative_error_plot(run.file("plots", "cumulative_error.png"),
-                          {name: (np.array(curve["thresholds_mm"]), np.array(curve["fraction"]))})
-
-
-def train_experiment(config: ExperimentConfig, out: str | Path, overwrite: bool = False, resume: bool = False,
-                     progress: bool = True) -> dict:
-    """Validate the data, create (or reopen, to resume) the run, fit, evaluate; returns the metrics."""
-    dataset, split = prepare_data(config)
     if resume:
-        run = Run.open(out)
-        config = config_from_dict(run.config, str(run.path / "config.json"))
-    else:
+        run, config = open_run(out)
+    hooks = family_hooks(config)
+    data = hooks.prepare_data(config)
+    if not resume:
         run = Run.create(out, config.to_dict(), overwrite=overwrite)
     start = time.perf_counter()
-    fit_info = fit_method(config, run, dataset, split, resume=resume, progress=progress)
-    if process_rank() != 0:  # under torchrun only rank 0 evaluates and writes
+    fit_info = hooks.fit(config, run, data, resume=resume, progress=progress)
+    if process_rank() != 0:
         return {}
-    fit_seconds = time.perf_counter() - start
-    metrics = evaluate_split(run, load_codec(run, config, dataset.n_vertices), dataset, split)
-    metrics["fit"] = {**fit_info, "seconds": round(fit_seconds, 3)}
-    run.write_metrics(metrics)
+    fit_info = {**fit_info, "seconds": round(time.perf_counter() - start, 3)}
+    metrics = hooks.evaluate(run, config, data)
+    metrics["fit"] = fit_info
+    finish(run, config, metrics, hooks.summary(metrics))
     return metrics
 
 
-def evaluate_run(path: str | Path, data: str | None = None) -> dict:
-    """Re-evaluate a run from its folder (optionally on another dataset path of the same topology)."""
-    run = Run.open(path)
-    config = config_from_dict(run.config, str(run.path / "config.json"))
+def evaluate(path: str | Path, data: str | None = None, **options: Any) -> dict[str, Any]:
+    """Re-evaluate a finished run from its folder: its own test data, or ``data`` (another dataset of the
+    family's format); ``options`` go to the family's ``evaluate`` hook (e.g. ``gt`` meshes of implicit runs).
+    The training summary of the earlier metrics is kept."""
+    run, config = open_run(path)
     if data is not None:
-        config.data.path = data
-    dataset, split = prepare_data(config)
+        config.data.path = str(data)
+    hooks = family_hooks(config)
     previous = _previous_metrics(run)
-    metrics = evaluate_split(run, load_codec(run, config, dataset.n_vertices), dataset, split)
+    metrics = hooks.evaluate(run, config, hooks.evaluation_data(config), **options)
     if "fit" in previous:
         metrics["fit"] = previous["fit"]
-        run.write_metrics(metrics)
+    finish(run, config, metrics, hooks.summary(metrics))
     return metrics
 
 
-def _previous_metrics(run: Run) -> dict:
+def load_run(path: str | Path, device: str = "auto"):
+    """The trained model of a run folder, with its family's operations (see :func:`morphable.load_run`)."""
+    run, config = open_run(path)
+    return family_hooks(config).load(run, device)
+
+
+def finish(run: Run, config: ExperimentConfig, metrics: dict[str, Any], summary: str) -> None:
+    """Write ``metrics.json``, ``plots/losses.png`` (when the run has a ``log.csv``) and ``report.md``."""
+    from morphable.viz import loss_curves
+
+    run.write_metrics(metrics)
+    plots = []
+    if (run.path / LOG_FILE).exists():
+        loss_curves(run.path / LOG_FILE, run.file("plots", "losses.png"), title=f"{config.method}: losses")
+    if (run.path / "plots").is_dir():
+        plots = sorted(p.name for p in (run.path / "plots").glob("*.png"))
+    schedule = f"; {config.train.epochs} epochs" if config.spec.training == "loop" else ""
+    lines = [f"# {config.method} run `{run.path.name}`", "", summary, "",
+             f"Family: {config.family}; data: `{config.data.path}`; seed {config.seed}{schedule} "
+             "(config.json has every setting).", ""]
+    fit = metrics.get("fit", {})
+    if fit:
+        lines += ["| training | |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in fit.items()
+                                                         if isinstance(v, (int, float, str))] + [""]
+    if plots:
+        lines += ["Pictures:", ""] + [f"![{name}](plots/{name})" for name in plots] + [""]
+    from morphable.io import atomic_path
+
+    with atomic_path(run.path / REPORT_FILE) as tmp:
+        tmp.write_text("\n".join(lines))
+
+
+def _previous_metrics(run: Run) -> dict[str, Any]:
     """The run's earlier metrics; a missing or broken file is simply replaced."""
     try:
         return run.read_metrics()
     except MorphableError:
         return {}
-
-
-def train_all_folds(config: ExperimentConfig, out: str | Path, overwrite: bool = False,
-                    progress: bool = True) -> dict:
-    """Train one run per fold of the config's protocol into ``out/<fold>/`` and write the fold table."""
-    dataset = load_registered(config.data.path, unit=config.data.unit, template=config.data.template)
-    out = Path(out)
-    for fold in protocol_folds(dataset, config.data.protocol):
-        fold_config = config_from_dict(config.to_dict())
-        fold_config.data.fold = fold
-        if progress:
-            print(f"--- fold {fold} ---", flush=True)
-        train_experiment(fold_config, out / str(fold), overwrite=overwrite, progress=progress)
-    return fold_table(out)
-
-
-def fold_table(folder: str | Path, reevaluate: bool = False) -> dict:
-    """Per-fold table (mean +- std, median mm) of the runs in ``folder/*/`` (Deep3DMM supplement Table 5).
-
-    Writes ``folds.json`` and ``folds.md`` into ``folder``; ``reevaluate`` re-runs each fold's evaluation.
-    """
-    from morphable.io import write_json
-
-    folder = Path(folder)
-    runs = sorted(p for p in folder.iterdir() if (p / "config.json").exists()) if folder.is_dir() else []
-    if not runs:
-        raise input_error(folder, "no fold runs (sub-folders with config.json) found")
-    rows = {}
-    for path in runs:
-        metrics = evaluate_run(path) if reevaluate else Run.open(path).read_metrics()
-        rows[str(metrics.get("fold", path.name))] = {k: metrics[k] for k in ("mean_mm", "std_mm", "median_mm")}
-    protocol = Run.open(runs[0]).config["data"]["protocol"]
-    means = np.array([r["mean_mm"] for r in rows.values()])
-    table = {"protocol": protocol, "method": Run.open(runs[0]).config["method"], "folds": rows,
-             "mean_of_folds_mm": float(means.mean())}
-    write_json(folder / "folds.json", table)
-    lines = [f"# {table['method']}: {protocol} folds", "", "| fold | mean +- std (mm) | median (mm) |",
-             "| --- | --- | --- |"]
-    lines += [f"| {k} | {v['mean_mm']:.3f} +- {v['std_mm']:.3f} | {v['median_mm']:.3f} |" for k, v in rows.items()]
-    lines += ["", f"Mean over folds: {table['mean_of_folds_mm']:.3f} mm"]
-    (folder / "folds.md").write_text("\n".join(lines) + "\n")
-    return table
-
-
-def compare_runs(paths: list[str | Path], out: str | Path) -> Path:
-    """One cumulative-error plot with the test curves of several runs (Deep3DMM supplement Fig. 1)."""
-    from morphable.viz import cumulative_error_plot
-
-    curves = {}
-    for path in paths:
-        run = Run.open(path)
-        curve = run.read_metrics()["splits"]["test"]["curve"]
-        curves[f"{run.config['method']} ({Path(path).name})"] = (np.array(curve["thresholds_mm"]),
-                                                                  np.array(curve["fraction"]))
-    cumulative_error_plot(out, curves, "Cumulative per-vertex error, test set")
-    return Path(out)

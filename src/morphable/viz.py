@@ -157,3 +157,39 @@ def mesh_strip(path: str | os.PathLike, meshes: Sequence[tuple[np.ndarray, np.nd
         ax.set_title(titles[i] if meshes[i] is not None else f"{titles[i]} (empty)", fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def loss_curves(log_path: str | os.PathLike, path: str | os.PathLike, title: str = "losses") -> None:
+    """Plot every ``train_*`` / ``val_*`` column of a training ``log.csv`` against the epoch (log scale where
+    all values are positive), one panel per loss, plus the learning rates (``lr*`` columns), as a PNG."""
+    import csv
+
+    with open(log_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    columns = [c for c in rows[0] if c != "epoch" and c != "seconds"]
+    epochs = np.array([float(r["epoch"]) for r in rows])
+    names = sorted({c.split("_", 1)[1] for c in columns if c.startswith(("train_", "val_"))})
+    lrs = [c for c in columns if c.startswith("lr")]
+    panels = names + (["learning rate"] if lrs else [])
+    plt = pyplot()
+    cols = min(4, len(panels))
+    n_rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(n_rows, cols, figsize=(3.2 * cols, 2.6 * n_rows), squeeze=False)
+    for ax, panel in zip(axes.ravel(), panels):
+        series = lrs if panel == "learning rate" else [c for c in (f"train_{panel}", f"val_{panel}") if c in columns]
+        for column in series:
+            values = np.array([float(r[column]) if r.get(column) not in (None, "") else np.nan for r in rows])
+            ax.plot(epochs, values, label=column)
+            if np.isfinite(values).any() and np.nanmin(values) > 0:
+                ax.set_yscale("log")
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)

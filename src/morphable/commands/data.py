@@ -1,4 +1,5 @@
-"""``morphable data``: make datasets (synthetic faces, ICT-FaceKit samples) and check them."""
+"""``morphable data``: make datasets (synthetic faces, ICT-FaceKit samples, SDF samples of scans, depth
+observations) and check them."""
 
 from __future__ import annotations
 
@@ -31,9 +32,32 @@ def register(subparsers) -> None:
     info.add_argument("--template", help="mesh with the faces of a .npy dataset")
     info.set_defaults(func=run_info)
 
-    from morphable.commands.implicit import add_data_parsers
+    _add_scan_parsers(sub)
 
-    add_data_parsers(sub)
+
+def _add_scan_parsers(sub) -> None:
+    """``data sdf`` (SDF training samples of meshes) and ``data depth`` (a single-view point cloud)."""
+    sdf = sub.add_parser("sdf", help="pre-compute SDF training samples (surface, near-surface, ball) from meshes")
+    sdf.add_argument("meshes", help="folder of .obj/.ply meshes (or one mesh)")
+    sdf.add_argument("--out", required=True, help="dataset folder to create")
+    sdf.add_argument("--unit", choices=("m", "cm", "mm"), required=True, help="unit of the meshes")
+    sdf.add_argument("--region-vertices", type=int,
+                     help="vertices 0..N-1 are the face region (ICT-FaceKit: 9409; 11248 = the whole outer skin); "
+                          "default: all vertices")
+    sdf.add_argument("--n-surface", type=int, default=250_000, help="surface samples per mesh (default 250000)")
+    sdf.add_argument("--n-near", type=int, default=250_000, help="near-surface samples per level (default 250000)")
+    sdf.add_argument("--n-ball", type=int, default=100_000, help="unit-ball samples per mesh (default 100000)")
+    sdf.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sdf.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    sdf.set_defaults(func=run_data_sdf)
+
+    depth = sub.add_parser("depth", help="single-view depth observation of a mesh as a point cloud (.ply)")
+    depth.add_argument("mesh", help="mesh to observe")
+    depth.add_argument("--out", required=True, help="output point cloud (.ply)")
+    depth.add_argument("--n", type=int, default=2500, help="number of points (default 2500)")
+    depth.add_argument("--yaw", type=float, default=0.0, help="camera yaw about the y axis in degrees (default 0)")
+    depth.add_argument("--seed", type=int, default=0, help="seed of the pixel draw (default 0)")
+    depth.set_defaults(func=run_data_depth)
 
 
 def _add_sequence_args(parser: argparse.ArgumentParser, subjects: int, expressions: int, frames: int) -> None:
@@ -149,3 +173,28 @@ def run_info(args: argparse.Namespace) -> int:
 def _split_line(split) -> str:
     s = split.sizes()
     return f"{split.protocol}: train {s['train']}, val {s['val']}, test {s['test']}"
+
+
+def run_data_sdf(args: argparse.Namespace) -> int:
+    from morphable.data.sdf import SdfDataset
+    from morphable.errors import MorphableError
+    from morphable.data.scans import make_sdf_dataset
+
+    for name in ("n_surface", "n_near", "n_ball"):
+        if getattr(args, name) < 1:
+            raise MorphableError(f"--{name.replace('_', '-')} must be at least 1")
+    out = make_sdf_dataset(args.meshes, args.out, args.unit, args.region_vertices, args.n_surface, args.n_near,
+                           args.n_ball, args.seed, args.overwrite)
+    print(f"{SdfDataset(out).describe()}  ->  {out}")
+    return 0
+
+
+def run_data_depth(args: argparse.Namespace) -> int:
+    from morphable.errors import MorphableError
+    from morphable.data.scans import depth_observation
+
+    if args.n < 1:
+        raise MorphableError(f"--n must be at least 1, got {args.n}")
+    info = depth_observation(args.mesh, args.out, n_points=args.n, yaw_deg=args.yaw, seed=args.seed)
+    print(f"{info['points']} points seen from {', '.join(f'{e:.3g}' for e in info['eye'])}  ->  {args.out}")
+    return 0

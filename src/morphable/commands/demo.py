@@ -25,7 +25,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from morphable.commands.data import make_synthetic
     from morphable.config import PRESETS
     from morphable.errors import input_error
-    from morphable.experiment import train_experiment
+    from morphable.experiment import train
     from morphable.io import write_json
 
     start = time.perf_counter()
@@ -42,7 +42,7 @@ def run_demo(args: argparse.Namespace) -> int:
         config.data.path = str(data)
         config.model.latent = latent
         config.seed = args.seed
-        m = train_experiment(config, out / "runs" / f"pca-{latent}", overwrite=True)
+        m = train(config, out / "runs" / f"pca-{latent}", overwrite=True)
         rows.append({"method": f"PCA (latent {latent})", "run": str(out / "runs" / f"pca-{latent}"),
                      "mean_mm": m["mean_mm"], "std_mm": m["std_mm"], "median_mm": m["median_mm"],
                      "test_meshes": m["split_sizes"]["test"]})

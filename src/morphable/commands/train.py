@@ -1,28 +1,29 @@
-"""``morphable train PRESET``: fit a model on registered meshes and evaluate it."""
+"""``morphable train PRESET``: train a preset of any family on a dataset and evaluate it."""
 
 from __future__ import annotations
 
 import argparse
 
-from morphable.config import IMPLICIT_METHODS, PRESETS
+from morphable.config import PRESETS
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("train", help="train a preset on a dataset and evaluate it")
     parser.add_argument("preset", choices=sorted(PRESETS), help="method preset")
-    parser.add_argument("--data", required=True, help="dataset folder or (N, V, 3) .npy array")
+    parser.add_argument("--data", required=True,
+                        help="registered meshes (folder or (N, V, 3) .npy) or an SDF dataset ('morphable data sdf')")
     parser.add_argument("--out", required=True, help="run folder to create")
-    parser.add_argument("--unit", choices=("m", "cm", "mm"), help="unit when the dataset has no dataset.json")
+    parser.add_argument("--unit", choices=("m", "cm", "mm"), help="unit when a mesh dataset has no dataset.json")
     parser.add_argument("--template", help="mesh with the faces of a .npy dataset")
-    parser.add_argument("--split", dest="protocol", default="interpolation",
-                        choices=("interpolation", "extrapolation", "identity"), help="CoMA protocol")
+    parser.add_argument("--split", dest="protocol", choices=("interpolation", "extrapolation", "identity"),
+                        help="CoMA protocol of a mesh dataset (default interpolation)")
     parser.add_argument("--fold", help="held-out expression (extrapolation) or subject (identity); 'all' trains "
                                        "every fold into OUT/<fold>/ and writes OUT/folds.md")
     parser.add_argument("--latent", type=int, help="latent size (default: the preset's)")
     parser.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
     parser.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
     parser.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default auto: cuda when available)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     parser.add_argument("--resume", action="store_true",
@@ -32,40 +33,43 @@ def register(subparsers) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    """The preset's config with the command-line overrides applied."""
+    """The preset's config with the command-line overrides applied (each checked by the config classes)."""
+    from morphable.config import config_from_dict
+
     config = PRESETS[args.preset]()
-    config.data.path = args.data
-    config.data.unit = args.unit
-    config.data.template = args.template
-    config.data.protocol = args.protocol
-    config.data.fold = args.fold
-    config.seed = args.seed
-    if args.latent is not None:
-        config.model.latent = args.latent
-    for name, value in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
-                        ("device", args.device)):
-        if value is not None:
-            setattr(config.train, name, value)
+    data = {"path": args.data, "unit": args.unit, "template": args.template, "fold": args.fold}
+    if args.protocol is not None:
+        data["protocol"] = args.protocol
+    train = {name: value for name, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
+                                             ("lr", args.lr), ("device", args.device)) if value is not None}
+    model = {"latent": args.latent} if args.latent is not None else {}
+    merged = config.to_dict()
+    merged["data"].update(data)
+    merged["train"].update(train)
+    merged["model"].update(model)
+    merged["seed"] = args.seed
+    config = config_from_dict(merged, source="command line")
     return config
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from morphable.experiment import train_all_folds, train_experiment
+    from pathlib import Path
 
-    if PRESETS[args.preset]().method in IMPLICIT_METHODS:
-        from morphable.commands.implicit import run_train_implicit
+    from morphable.errors import MorphableError
+    from morphable.experiment import family_hooks, train
 
-        return run_train_implicit(args, config_from_args(args))
+    config = config_from_args(args)
     if args.fold == "all":
-        config = config_from_args(args)
+        if config.family != "explicit":
+            raise MorphableError(f"--fold all applies to mesh datasets, not to '{args.preset}'")
+        from morphable.explicit.experiment import train_all_folds
+
         config.data.fold = None
-        table = train_all_folds(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
-        print(open(f"{args.out}/folds.md").read().rstrip())
-        return 0 if table else 1
-    metrics = train_experiment(config_from_args(args), args.out, overwrite=args.overwrite, resume=args.resume,
-                               progress=not args.quiet)
+        train_all_folds(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
+        print((Path(args.out) / "folds.md").read_text().rstrip())
+        return 0
+    metrics = train(config, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet)
     if not metrics:  # a non-zero rank under torchrun
         return 0
-    print(f"{args.preset}: test mean {metrics['mean_mm']:.3f} +- {metrics['std_mm']:.3f} mm, "
-          f"median {metrics['median_mm']:.3f} mm  ->  {args.out}")
+    print(f"{args.preset}: {family_hooks(config).summary(metrics)}  ->  {args.out}")
     return 0

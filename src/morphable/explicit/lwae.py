@@ -350,6 +350,24 @@ class LWAEMethod(AutoencoderMethod):
         self.locality_weight = float(config.model.locality_weight)
         self.seed = config.seed
 
+    @classmethod
+    def create(cls, config: ExperimentConfig, hierarchy: MeshHierarchy, normaliser: Normaliser,
+               device: torch.device, train_vertices: np.ndarray | None = None) -> "LWAEMethod":
+        """An LWAE method; with ``train_vertices (N, V, 3)`` its local weights are computed from them (without,
+        a checkpoint provides them)."""
+        weights = None
+        if train_vertices is not None:
+            m = config.model
+            weights, _ = compute_local_weights(train_vertices, hierarchy.faces[0], m.parts, m.sparseness,
+                                               m.nmf_iterations, m.nmf_init, config.seed, m.sharpness, m.smoothing)
+        return cls(config, hierarchy, normaliser, device, weights)
+
+    def evaluation_report(self, run, dataset, split) -> dict:
+        """The run's part figures, locality, seams and diversity (:func:`morphable.explicit.parts.lwae_report`)."""
+        from morphable.explicit.parts import lwae_report
+
+        return lwae_report(run, self, dataset, split)
+
     def build_network(self, config: ExperimentConfig, hierarchy: MeshHierarchy) -> nn.Module:
         return LocallyWeightedAutoencoder(config.model, hierarchy, self._initial_weights)
 
@@ -390,14 +408,3 @@ class LWAEMethod(AutoencoderMethod):
     def decode_parts(self, codes: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Part codes ``(N, K, Z)`` -> raw meshes ``(N, V, 3)``."""
         return self.batched(lambda p: self.network.decode_parts(p) * self.std + self.mean, codes, batch_size)
-
-
-def lwae_method(config: ExperimentConfig, hierarchy: MeshHierarchy, normaliser: Normaliser, device: torch.device,
-                train_vertices: np.ndarray | None = None) -> LWAEMethod:
-    """An :class:`LWAEMethod`; with ``train_vertices (N, V, 3)`` its local weights are computed from them."""
-    weights = None
-    if train_vertices is not None:
-        m = config.model
-        weights, _ = compute_local_weights(train_vertices, hierarchy.faces[0], m.parts, m.sparseness, m.nmf_iterations,
-                                           m.nmf_init, config.seed, m.sharpness, m.smoothing)
-    return LWAEMethod(config, hierarchy, normaliser, device, weights)

@@ -50,6 +50,12 @@ class AutoencoderMethod:
         self._optimizer = make_optimizer(config, self.network.parameters())
         self._scheduler = torch.optim.lr_scheduler.ExponentialLR(self._optimizer, config.train.lr_decay)
 
+    @classmethod
+    def create(cls, config: ExperimentConfig, hierarchy: MeshHierarchy, normaliser: Normaliser,
+               device: torch.device, train_vertices: np.ndarray | None = None) -> "AutoencoderMethod":
+        """The method of a config (the run driver's constructor; ``train_vertices`` are not needed here)."""
+        return cls(config, hierarchy, normaliser, device)
+
     def build_network(self, config: ExperimentConfig, hierarchy: MeshHierarchy) -> torch.nn.Module:
         """The network to train (subclasses build variants of :class:`MeshAutoencoder`)."""
         return MeshAutoencoder(config.model, hierarchy)

@@ -255,3 +255,15 @@ class LearnedAggregation(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.n_keys} -> {self.n_queries}, mode={self.mode}, dim={self.dim}, top_k={self.top_k}"
+
+
+def freeze_learned_aggregations(network: nn.Module) -> int:
+    """Replace every :class:`LearnedAggregation` inside ``network`` by the fixed sparse :class:`Pool` of its
+    trained matrix (inference then costs what QEM pooling costs); returns how many were replaced."""
+    frozen = 0
+    for parent in list(network.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, LearnedAggregation):
+                setattr(parent, name, child.freeze())
+                frozen += 1
+    return frozen

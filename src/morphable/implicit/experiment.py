@@ -1,55 +1,97 @@
-"""Runs of the implicit identity models: SDF datasets from mesh folders, training, mesh extraction, depth
-observations.
+"""Run hooks of the implicit family (SDF auto-decoders: NPM, tri-plane) for :mod:`morphable.experiment`.
 
 A run folder of ``morphable train npm|triplane`` holds ``config.json``, ``sdf_dataset.json`` (a copy of the
 training set's description: shape names, unit and each shape's similarity to the unit sphere),
 ``model.safetensors`` / ``last.safetensors`` (the loop's checkpoints: network weights, the code table
-``method_extra.codes`` (N, Z), optimiser states), ``log.csv`` and ``metrics.json`` (final losses).
+``method_extra.codes`` (N, Z), optimiser states), ``log.csv``, ``metrics.json``, ``report.md`` and ``plots/``
+(losses, the extracted meshes of the first training codes).
+
+Validation: an auto-decoder has no held-out codes, so validation is the same objectives on a fixed, separate
+draw of points (seed ``seed + 1``) of up to :data:`VALIDATION_SHAPES` training shapes: it tells how well the
+field fits its shapes away from the points it was trained on. The selected checkpoint is the epoch with the
+lowest validation loss. Evaluation against ground truth (``morphable eval RUN --gt MESH ...``) extracts the
+code of each training shape whose name is a ground-truth file's stem and reports the NPHM surface metrics.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-from morphable.config import IMPLICIT_METHODS, ExperimentConfig, config_from_dict
+from morphable.config import ExperimentConfig
 from morphable.errors import input_error
 from morphable.io import read_json, write_json
 from morphable.runs import Run, process_rank
 
-MESH_SUFFIXES = (".obj", ".ply")
+VALIDATION_SHAPES = 16
+PREVIEW_CODES = 4
+PREVIEW_RESOLUTION = 64
 
 
-def train_implicit(config: ExperimentConfig, out: str | os.PathLike, overwrite: bool = False, resume: bool = False,
-                   progress: bool = True) -> dict[str, Any]:
-    """Train an NPM / tri-plane identity model on the SDF dataset ``config.data.path``; returns the metrics.
+class ValidationDraws:
+    """A fixed draw of sample points of the first ``min(n, len(dataset))`` shapes of an ``SdfDataset``:
+    item ``i`` is always the same sub-sample (generator seeded by ``(seed, i)``), so validation losses of
+    different epochs compare."""
 
-    The dataset is read (and validated) before the run folder is created. Training uses every shape
-    (an auto-decoder has no held-out codes); the checkpoint with the lowest mean training loss of an
-    epoch is ``model.safetensors``. ``metrics.json``: ``final`` (the last epoch's mean losses),
-    ``best_epoch``, ``best_loss``, ``n_shapes``, ``parameters``, ``seconds``. Under torchrun only rank 0
-    writes and the other ranks return ``{}``.
-    """
-    from morphable.data.sdf import DATASET_JSON, SdfDataset, SubsampleCounts
-    from morphable.implicit.method import ImplicitMethod
-    from morphable.train import LOG_FILE, LoopConfig, fit, init_distributed, select_device
+    def __init__(self, dataset, seed: int, n: int = VALIDATION_SHAPES) -> None:
+        self.dataset, self.seed, self.n = dataset, seed, min(n, len(dataset))
 
-    if config.method not in IMPLICIT_METHODS:
-        raise input_error("config", f"method '{config.method}' is not an implicit model")
-    if resume:
-        run = Run.open(out)
-        config = config_from_dict(run.config, str(run.path / "config.json"))
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> dict:
+        import torch
+
+        from morphable.data.sdf import subsample
+
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        item = subsample(self.dataset.samples[index], self.dataset.counts, generator)
+        item["index"] = torch.tensor(index, dtype=torch.long)
+        return item
+
+
+@dataclass
+class ImplicitData:
+    train: Any
+    validation: ValidationDraws
+
+
+def prepare_data(config: ExperimentConfig) -> ImplicitData:
+    """The SDF dataset ``config.data.path`` (read and validated) and its validation draws. Registered-mesh
+    options (``--split``, ``--fold``, ``--template``) do not apply to SDF datasets and are refused."""
+    from morphable.data.sdf import SdfDataset, SubsampleCounts
+
+    data = config.data
+    for option, value, default in (("--split", data.protocol, "interpolation"), ("--fold", data.fold, None),
+                                   ("--template", data.template, None), ("--unit", data.unit, None)):
+        if value != default:
+            raise input_error(data.path, f"{option} does not apply to an SDF dataset (its unit is in sdf_dataset.json)")
     model = config.model
-    dataset = SdfDataset(config.data.path, SubsampleCounts(model.surface_face, model.surface_nonface, model.ball),
-                         seed=config.seed, progress=progress)
-    if not resume:
-        run = Run.create(out, config.to_dict(), overwrite=overwrite)
-        if process_rank() == 0:
-            write_json(run.file(DATASET_JSON), read_json(dataset.root / DATASET_JSON))
+    dataset = SdfDataset(data.path, SubsampleCounts(model.surface_face, model.surface_nonface, model.ball),
+                         seed=config.seed)
+    return ImplicitData(dataset, ValidationDraws(dataset, config.seed + 1))
+
+
+def evaluation_data(config: ExperimentConfig) -> None:
+    """Nothing: a finished run is evaluated from its folder (and ground-truth meshes) alone."""
+    return None
+
+
+def fit(config: ExperimentConfig, run: Run, data: ImplicitData, resume: bool = False,
+        progress: bool = True) -> dict[str, Any]:
+    """Train the auto-decoder on every shape of the dataset (codes and network) in the shared loop."""
+    from morphable.data.sdf import DATASET_JSON
+    from morphable.implicit.method import ImplicitMethod
+    from morphable.train import LoopConfig, fit as fit_loop, init_distributed, select_device
+
+    dataset = data.train
+    if process_rank() == 0 and not resume:
+        write_json(run.file(DATASET_JSON), read_json(dataset.root / DATASET_JSON))
     device = select_device(config.train.device)
     dist_info = init_distributed(device)
     method = ImplicitMethod(config, len(dataset), device)
@@ -57,43 +99,106 @@ def train_implicit(config: ExperimentConfig, out: str | os.PathLike, overwrite: 
         print(f"{config.method}: {dataset.describe()}", flush=True)
     loop = LoopConfig(epochs=config.train.epochs, batch_size=min(config.train.batch_size, len(dataset)),
                       seed=config.seed, progress=progress)
-    summary = fit(method, dataset, None, loop, run.path, device, resume=resume, dist_info=dist_info,
-                  metadata={"method": config.method, "n_codes": str(len(dataset))})
-    if not dist_info.is_main:
-        return {}
-    with open(run.path / LOG_FILE, newline="") as f:
+    summary = fit_loop(method, dataset, data.validation, loop, run.path, device, resume=resume,
+                       dist_info=dist_info, metadata={"method": config.method, "n_codes": str(len(dataset))})
+    return {**summary, "parameters": sum(p.numel() for n in method.networks.values() for p in n.parameters()),
+            "device": str(device)}
+
+
+def _last_losses(run: Run) -> tuple[dict[str, float], dict[str, float]]:
+    """The last epoch's mean training and validation losses from ``log.csv``."""
+    with open(run.path / "log.csv", newline="") as f:
         last = list(csv.DictReader(f))[-1]
-    final = {k[len("train_"):]: float(v) for k, v in last.items() if k.startswith("train_")}
-    metrics = {"final": final, "best_epoch": summary["best_epoch"], "best_loss": summary["best_val_loss"],
-               "n_shapes": len(dataset), "epochs": config.train.epochs, "seconds": summary["seconds"],
-               "parameters": sum(p.numel() for p in method.network.parameters()), "device": str(device)}
-    run.write_metrics(metrics)
+    pick = lambda prefix: {k[len(prefix):]: float(v) for k, v in last.items() if k.startswith(prefix) and v != ""}  # noqa: E731
+    return pick("train_"), pick("val_")
+
+
+def evaluate(run: Run, config: ExperimentConfig, data: ImplicitData | None, gt: Sequence[str] = (),
+             region_vertices: int | None = None, resolution: int = 256, metric_samples: int | None = None,
+             device: str = "auto") -> dict[str, Any]:
+    """Final losses, a picture of the first training codes' meshes (``plots/training_shapes.png``) and, for
+    each ground-truth mesh of ``gt`` (named like a training shape), face / head surface metrics."""
+    from morphable.metrics import METRIC_SAMPLES
+    from morphable.viz import mesh_strip
+
+    model = load(run, device)
+    final, validation = _last_losses(run)
+    metrics: dict[str, Any] = {"final": final, "validation": validation, "n_shapes": model.n_codes,
+                               "unit": model.unit}
+    shown = list(range(min(PREVIEW_CODES, model.n_codes)))
+    meshes = [model.extract(k, PREVIEW_RESOLUTION) for k in shown]
+    mesh_strip(run.file("plots", "training_shapes.png"), [m if len(m[1]) else None for m in meshes],
+               [model.names[k] for k in shown], columns=PREVIEW_CODES)
+    if gt:
+        metrics["ground_truth"] = ground_truth_metrics(model, gt, region_vertices, resolution,
+                                                       metric_samples or METRIC_SAMPLES)
+        heads = [m["head"]["chamfer_l1_mm"] for m in metrics["ground_truth"].values()]
+        metrics["head_chamfer_l1_mm"] = float(np.mean(heads))
     return metrics
 
 
-def load_implicit(path: str | os.PathLike, device: str = "cpu"):
-    """A trained implicit run: ``(method, run, shapes)`` with the best weights and codes loaded,
-    network in eval mode; ``shapes`` is the run's copy of the dataset description."""
-    import torch
+def ground_truth_metrics(model, gt: Sequence[str], region_vertices: int | None, resolution: int,
+                         metric_samples: int) -> dict[str, dict]:
+    """``{shape name: {"face": ..., "head": ...}}``: each ground-truth mesh against the extraction of the
+    training code of the same name (the file's stem), in the data's unit converted to mm."""
+    from morphable.implicit.fit import read_ground_truth
+    from morphable.io import UNIT_TO_MM
+    from morphable.metrics import region_metrics
 
+    out = {}
+    for path in gt:
+        name = Path(path).stem
+        if name not in model.names:
+            raise input_error(path, f"no training shape is named '{name}' (the run's shapes: "
+                                    f"{', '.join(model.names[:8])}{' ...' if len(model.names) > 8 else ''})")
+        mesh, mask = read_ground_truth(path, region_vertices)
+        pred = model.extract(model.names.index(name), resolution)
+        if len(pred[1]) == 0:
+            raise input_error(path, f"the code of '{name}' has no surface inside the unit ball")
+        out[name] = region_metrics(pred, (mesh.vertices, mesh.faces), mask, UNIT_TO_MM[model.unit],
+                                   n_samples=metric_samples)
+    return out
+
+
+def summary(metrics: dict[str, Any]) -> str:
+    line = (f"{metrics['n_shapes']} shapes, final loss {metrics['final'].get('loss', float('nan')):.4g}, "
+            f"validation loss {metrics['validation'].get('loss', float('nan')):.4g}")
+    if "ground_truth" in metrics:
+        line += f"; head Chamfer-L1 {metrics['head_chamfer_l1_mm']:.3f} mm (mean of {len(metrics['ground_truth'])})"
+    return line
+
+
+def load(run: Run, device: str = "auto"):
+    """The :class:`~morphable.implicit.model.ImplicitModel` of a run folder."""
+    from morphable.implicit.model import ImplicitModel
+
+    return ImplicitModel(*load_implicit(run.path, device))
+
+
+def load_implicit(path: str | os.PathLike, device: str = "auto"):
+    """A trained implicit run: ``(method, run, shapes)`` with the best weights and codes loaded, network in
+    eval mode; ``shapes`` is the run's copy of the dataset description."""
+    from morphable.config import config_from_dict
     from morphable.data.sdf import DATASET_JSON
     from morphable.implicit.method import ImplicitMethod
-    from morphable.train import load_checkpoint
+    from morphable.train import load_checkpoint, select_device
 
     run = Run.open(path)
     config = config_from_dict(run.config, str(run.path / "config.json"))
-    if config.method not in IMPLICIT_METHODS:
+    if config.family != "implicit":
         raise input_error(run.path, f"run is a '{config.method}' model, not an implicit one")
     if not run.weights_path.exists():
         raise input_error(run.path, f"run has no weights ({run.weights_path.name})")
+    torch_device = select_device("cpu" if device == "auto" else device)
     shapes = read_json(run.path / DATASET_JSON)
-    method = ImplicitMethod(config, len(shapes["shapes"]), torch.device(device))
-    load_checkpoint(run.weights_path, method, torch.device(device))
-    method.network.eval()
+    method = ImplicitMethod(config, len(shapes["shapes"]), torch_device)
+    load_checkpoint(run.weights_path, method, torch_device)
+    for network in method.networks.values():
+        network.eval()
     return method, run, shapes
 
 
-def extract_code_mesh(method, code, resolution: int = 256, device: str = "cpu"):
+def extract_code_mesh(method, code, resolution: int = 256, device: str | None = None):
     """Zero level set of the run's field for one code ``(Z,)`` (a training code, a sample, a blend) at
     ``resolution^3`` over [-1, 1]^3 in normalised units, by the exact narrow-band extraction
     (:func:`morphable.mesh.extract.extract_mesh`). ``method``: an :class:`ImplicitMethod` (e.g. from
@@ -109,82 +214,22 @@ def extract_code_mesh(method, code, resolution: int = 256, device: str = "cpu"):
 
     with torch.no_grad():
         fn = method.network.field.sdf_function(code.detach())
-        return extract_mesh(fn, resolution=resolution, device=device, domain_radius=1.0)
+        return extract_mesh(fn, resolution=resolution, device=str(device or method.device), domain_radius=1.0)
 
 
 def extract_run_mesh(path: str | os.PathLike, code: int, out: str | os.PathLike, resolution: int = 256,
-                     normalised: bool = False, device: str = "cpu") -> dict[str, Any]:
+                     normalised: bool = False, device: str = "auto") -> dict[str, Any]:
     """Extract the zero level set of training code ``code`` of a run at ``resolution^3`` over [-1, 1]^3 and
     write it to ``out`` (.ply/.obj). Vertices are mapped back to the source units with the shape's
     similarity unless ``normalised``. Returns the vertex and face counts and the extraction statistics."""
-    from morphable.data.sdf import Similarity
     from morphable.io import write_mesh
 
-    method, run, shapes = load_implicit(path, device)
-    n_codes = method.codes.weight.shape[0]
-    if not 0 <= code < n_codes:
-        raise input_error(run.path, f"code {code} out of range: the run has codes 0..{n_codes - 1}")
-    vertices, faces, stats = extract_code_mesh(method, method.codes.weight[code], resolution, device)
+    model = load(Run.open(path), device)
+    if not 0 <= code < model.n_codes:
+        raise input_error(model.run.path, f"code {code} out of range: the run has codes 0..{model.n_codes - 1}")
+    vertices, faces = model.extract(code, resolution, normalised=normalised)
     if len(faces) == 0:
-        raise input_error(run.path, f"code {code} has no zero level set inside the unit ball")
-    if not normalised:
-        vertices = Similarity.from_dict(shapes["shapes"][code]["similarity"]).invert(vertices)
+        raise input_error(model.run.path, f"code {code} has no zero level set inside the unit ball")
     write_mesh(out, vertices, faces)
-    return {"vertices": len(vertices), "faces": len(faces), "shape": shapes["shapes"][code]["name"],
-            "evaluated_fraction": stats.fraction}
-
-
-def mesh_files(folder: str | os.PathLike) -> list[Path]:
-    """The .obj/.ply files of a folder (sorted), or the file itself; an empty folder is an input error."""
-    folder = Path(folder)
-    if folder.is_file():
-        return [folder]
-    if not folder.is_dir():
-        raise input_error(folder, "no such file or folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in MESH_SUFFIXES)
-    if not files:
-        raise input_error(folder, f"no meshes ({', '.join(MESH_SUFFIXES)}) in the folder")
-    return files
-
-
-def make_sdf_dataset(source: str | os.PathLike, out: str | os.PathLike, unit: str, region_vertices: int | None = None,
-                     n_surface: int = 250_000, n_near: int = 250_000, n_ball: int = 100_000, seed: int = 0,
-                     overwrite: bool = False, progress: bool = True) -> Path:
-    """SDF dataset (:func:`morphable.data.sdf.write_sdf_dataset`, shared normalisation) from a mesh file or
-    folder; vertices ``0 .. region_vertices - 1`` form the face region (all vertices when None)."""
-    from morphable.data.sdf import write_sdf_dataset
-    from morphable.io import read_mesh
-
-    meshes = []
-    for path in mesh_files(source):
-        mesh = read_mesh(path)
-        n = len(mesh.vertices)
-        if region_vertices is not None and not 0 < region_vertices <= n:
-            raise input_error(path, f"--region-vertices {region_vertices} is not in 1..{n} (the mesh's vertex count)")
-        mask = np.arange(n) < (n if region_vertices is None else region_vertices)
-        meshes.append((path.stem, mesh.vertices, mesh.faces, mask))
-    return write_sdf_dataset(meshes, out, unit, n_surface=n_surface, n_near=n_near, n_ball=n_ball, seed=seed,
-                             overwrite=overwrite, progress=progress)
-
-
-def depth_observation(mesh_path: str | os.PathLike, out: str | os.PathLike, n_points: int = 2500,
-                      yaw_deg: float = 0.0, resolution: int = 256, seed: int = 0) -> dict[str, Any]:
-    """A single-view partial point cloud of a mesh, written as a PLY point cloud (no faces) with normals
-    dropped: render depth from a camera on the +z axis (rotated by ``yaw_deg`` about y) at 4.5 bounding
-    radii from the bounding-box centre with a 30 degree field of view (the bounding sphere fills about 80 %
-    of the image height), back-project ``n_points`` random pixels that see the mesh."""
-    import torch
-
-    from morphable.io import read_mesh, write_ply
-    from morphable.mesh.render import Camera, depth_point_cloud
-
-    mesh = read_mesh(mesh_path)
-    centre = (mesh.vertices.min(axis=0) + mesh.vertices.max(axis=0)) / 2
-    radius = float(np.linalg.norm(mesh.vertices - centre, axis=1).max())
-    yaw = np.radians(yaw_deg)
-    eye = centre + 4.5 * radius * np.array([np.sin(yaw), 0.0, np.cos(yaw)])
-    camera = Camera.look_at(tuple(eye), tuple(centre), fov_deg=30.0, width=resolution, height=resolution)
-    points, _ = depth_point_cloud(torch.from_numpy(mesh.vertices), torch.from_numpy(mesh.faces), camera,
-                                  n_points=n_points, seed=seed)
-    write_ply(out, points.numpy())
-    return {"points": len(points), "eye": eye.tolist()}
+    return {"vertices": len(vertices), "faces": len(faces), "shape": model.names[code],
+            "evaluated_fraction": model.last_extraction.fraction}

@@ -1,0 +1,40 @@
+"""``morphable extract RUN --code K``: the mesh of one training code of an implicit run."""
+
+from __future__ import annotations
+
+import argparse
+
+from morphable.commands.options import add_device, add_resolution, add_run
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("extract", help="extract the mesh of a training code of an implicit run")
+    add_run(parser, "npm, triplane")
+    parser.add_argument("--code", type=int, default=0, help="index of the training shape's code (default 0)")
+    add_resolution(parser, 256)
+    parser.add_argument("--out", required=True, help="output mesh (.ply or .obj)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument("--normalised", action="store_true",
+                        help="keep unit-sphere coordinates (default: the training data's units)")
+    add_device(parser)
+    parser.set_defaults(func=run_extract)
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from morphable.errors import input_error
+    from morphable.experiment import open_run
+    from morphable.implicit.experiment import extract_run_mesh
+
+    _, config = open_run(args.run)
+    if config.family != "implicit":
+        raise input_error(args.run, f"is a '{config.method}' run: extract applies to implicit runs (mesh models "
+                                    "write meshes with 'sample' and 'interpolate')")
+    if Path(args.out).exists() and not args.overwrite:
+        raise input_error(args.out, "exists (use --overwrite)")
+    info = extract_run_mesh(args.run, args.code, args.out, resolution=args.res, normalised=args.normalised,
+                            device=args.device)
+    print(f"code {args.code} ({info['shape']}): {info['vertices']} vertices, {info['faces']} faces, "
+          f"{100 * info['evaluated_fraction']:.1f} % of the grid evaluated  ->  {args.out}")
+    return 0

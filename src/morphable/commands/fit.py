@@ -1,0 +1,47 @@
+"""``morphable fit RUN --points P``: fit a code of an implicit run to a depth point cloud."""
+
+from __future__ import annotations
+
+import argparse
+
+from morphable.commands.options import add_device, add_ground_truth, add_output_folder, add_resolution, add_run
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("fit", help="fit an identity code of an implicit run to a depth point cloud")
+    add_run(parser, "npm, triplane")
+    parser.add_argument("--points", required=True, help="point cloud (.ply/.obj, units of the training data)")
+    add_output_folder(parser, "code.safetensors, fit.ply, metrics.json")
+    add_ground_truth(parser)
+    parser.add_argument("--steps", type=int, default=1000, help="Adam iterations (default 1000)")
+    add_resolution(parser, 256)
+    add_device(parser)
+    parser.set_defaults(func=run_fit)
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from morphable.commands.options import metric_samples, output_folder
+    from morphable.errors import input_error
+    from morphable.experiment import open_run
+    from morphable.implicit.fit import fit_run
+
+    _, config = open_run(args.run)
+    if config.family != "implicit":
+        raise input_error(args.run, f"is a '{config.method}' run: fit applies to implicit runs (fit a linear "
+                                    "model, e.g. an exported PCA run, with 'morphable fit-linear')")
+    samples = metric_samples(args.metric_samples)
+    out = output_folder(args.out, args.overwrite)
+    metrics = fit_run(args.run, args.points, out, args.gt, args.region_vertices, args.steps, args.res,
+                      args.device, samples)
+    print_fit(metrics, out)
+    return 0
+
+
+def print_fit(metrics: dict, out) -> None:
+    """One line: fitting time, energy, and the face/head metrics when a ground truth was given."""
+    line = f"fitted in {metrics['fit_seconds']:.1f} s, energy {metrics['energy_first']:.4g} -> {metrics['energy_last']:.4g}"
+    if "head" in metrics:
+        line += "; " + "; ".join(f"{r}: Chamfer-L1 {metrics[r]['chamfer_l1_mm']:.3f} mm, N.C. "
+                                 f"{metrics[r]['normal_consistency']:.3f}, F@1mm {metrics[r]['fscore_1mm']:.3f}"
+                                 for r in ("face", "head"))
+    print(f"{line}  ->  {out}")
