@@ -52,7 +52,7 @@ def main() -> None:
 
     from morphable.data import sdf
     from morphable.data.linear_model import ICT_FACE_VERTICES, load_ict
-    from morphable.mesh.render import Camera, depth_point_cloud, rasterize
+    from morphable.render import Camera, depth_point_cloud, rasterize
 
     torch.set_num_threads(1)
     model = load_ict(args.ict)

@@ -14,7 +14,7 @@ from morphable.errors import MorphableError
 from morphable.implicit.fit import region_metrics
 from morphable.implicit.linear_fit import closest_points, fit_linear_model, fit_linear_run
 from morphable.io import read_json, read_mesh, write_ply
-from morphable.mesh.render import Camera, depth_point_cloud
+from morphable.render import Camera, depth_point_cloud
 
 N_MODES = 20
 

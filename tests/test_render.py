@@ -1,4 +1,5 @@
-"""Rasteriser checks: analytic depth of a plane and a sphere, a naive ray-casting loop, back-projection."""
+"""Camera and rasteriser checks: analytic depth of a plane and a sphere, a naive ray-casting loop,
+back-projection, an independent OpenGL-convention pipeline, Fibonacci views, gradients."""
 
 import numpy as np
 import pytest
@@ -6,7 +7,10 @@ import torch
 import trimesh
 
 from morphable.errors import MorphableError
-from morphable.mesh.render import Camera, backproject, depth_point_cloud, rasterize, vertex_normals
+from morphable.mesh.normals import vertex_normals
+from morphable.render import (Camera, backproject, depth_map, depth_point_cloud, fibonacci_views, interpolate,
+                              intrinsics_from_opengl_projection, mask, normal_map, opencv_from_opengl_pose,
+                              opengl_from_opencv_pose, opengl_projection, rasterize)
 
 
 def world_rays(camera: Camera) -> tuple[np.ndarray, np.ndarray]:
@@ -174,7 +178,8 @@ def test_backprojected_points_lie_on_mesh():
         depth_point_cloud(V, F, cam, n_points=80 * 64)
 
 
-def test_vertex_normals_area_weighted_reference():
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_vertex_normals_area_weighted_reference(as_tensor):
     rng = np.random.default_rng(0)
     m = trimesh.creation.icosphere(1)
     V = np.asarray(m.vertices) + 0.05 * rng.standard_normal((len(m.vertices), 3))
@@ -183,4 +188,184 @@ def test_vertex_normals_area_weighted_reference():
     for f in F:  # naive loop: sum of (unnormalised) face cross products
         expected[f] += np.cross(V[f[1]] - V[f[0]], V[f[2]] - V[f[0]])
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
-    np.testing.assert_allclose(vertex_normals(V, F).numpy(), expected, atol=1e-12)
+    normals = vertex_normals(torch.from_numpy(V), torch.from_numpy(F)) if as_tensor else vertex_normals(V, F)
+    assert isinstance(normals, torch.Tensor) == as_tensor
+    np.testing.assert_allclose(np.asarray(normals), expected, atol=1e-12)
+
+
+def random_pose(rng: np.random.Generator) -> np.ndarray:
+    """A random rigid world-to-camera ``(4, 4)`` matrix."""
+    q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+    pose = np.eye(4)
+    pose[:3, :3], pose[:3, 3] = q * np.sign(np.linalg.det(q)), rng.standard_normal(3)
+    return pose
+
+
+def test_opengl_pose_round_trip_and_axes():
+    rng = np.random.default_rng(1)
+    cv = np.stack([random_pose(rng) for _ in range(3)])
+    gl = opengl_from_opencv_pose(cv).numpy()
+    np.testing.assert_array_equal(opencv_from_opengl_pose(gl).numpy(), cv)
+    points = np.c_[rng.standard_normal((5, 3)), np.ones(5)]
+    x_cv, x_gl = points @ cv[0].T, points @ gl[0].T
+    np.testing.assert_array_equal(x_gl[:, :3], x_cv[:, :3] * [1, -1, -1])  # x right, y up, looking down -z
+    # camera-to-world matrices convert by the same axis flip on the other side: C_gl = inverse(M_gl)
+    c2w_gl = opengl_from_opencv_pose(np.linalg.inv(cv), camera_to_world=True).numpy()
+    np.testing.assert_allclose(c2w_gl, np.linalg.inv(gl), atol=1e-12)
+    np.testing.assert_array_equal(opencv_from_opengl_pose(c2w_gl, camera_to_world=True).numpy(), np.linalg.inv(cv))
+
+
+def test_opengl_projection_round_trip_and_depth_range():
+    K = np.array([[70.0, 0.0, 29.3], [0.0, 64.0, 21.7], [0.0, 0.0, 1.0]])
+    W, H, near, far = 64, 48, 0.1, 10.0
+    P = opengl_projection(K, W, H, near, far).numpy()
+    for scale in (1.0, 2.5):  # clip coordinates are homogeneous
+        K_back, n_back, f_back = intrinsics_from_opengl_projection(scale * P, W, H)
+        np.testing.assert_allclose(K_back.numpy(), K, rtol=1e-13)
+        assert np.isclose(n_back, near, rtol=1e-12) and np.isclose(f_back, far, rtol=1e-12)
+    # a camera point at depth z lands in window (u + 1/2, H - 1/2 - v) with z_ndc -1 at near, +1 at far
+    xc = np.array([[0.3, -0.2, near], [-0.5, 0.4, far], [0.1, 0.1, 2.0]])
+    uv = xc[:, :2] / xc[:, 2:] * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
+    clip = np.c_[xc * [1, -1, -1], np.ones(3)] @ P.T
+    ndc = clip[:, :3] / clip[:, 3:]
+    np.testing.assert_allclose((ndc[:, 0] + 1) * W / 2, uv[:, 0] + 0.5, rtol=1e-12)
+    np.testing.assert_allclose((ndc[:, 1] + 1) * H / 2, H - 0.5 - uv[:, 1], rtol=1e-12)
+    np.testing.assert_allclose(ndc[:2, 2], [-1.0, 1.0], atol=1e-12)
+    camera = Camera.from_matrices(K, random_pose(np.random.default_rng(2)), W, H)
+    back = Camera.from_opengl(*camera.opengl(near, far), W, H)
+    assert (back.fx, back.fy, back.width, back.height) == (camera.fx, camera.fy, W, H)
+    assert np.allclose([back.cx, back.cy], [camera.cx, camera.cy], rtol=1e-13)
+    assert torch.equal(back.pose, camera.pose) and torch.equal(camera.K, torch.from_numpy(K))
+    orthographic = np.diag([1.0, 1.0, -0.2, 1.0])
+    with pytest.raises(MorphableError, match="perspective"):
+        intrinsics_from_opengl_projection(orthographic, W, H)
+    with pytest.raises(MorphableError, match="near < far"):
+        opengl_projection(K, W, H, 1.0, 0.5)
+
+
+def opengl_face_ids(V: np.ndarray, F: np.ndarray, view: np.ndarray, projection: np.ndarray, width: int,
+                    height: int) -> tuple[np.ndarray, np.ndarray]:
+    """An OpenGL-convention pipeline written from the GL rules alone: ``clip = P V X``, perspective divide,
+    viewport, pixel centres at ``+1/2`` with row 0 at the bottom, coverage by window-space barycentrics and
+    a test on NDC depth (affine in window space). Returns the face id and NDC depth, ``(H, W)`` each."""
+    clip = np.c_[V, np.ones(len(V))] @ (projection @ view).T
+    ndc = clip[:, :3] / clip[:, 3:]
+    win = np.stack([(ndc[:, 0] + 1) * width / 2, (ndc[:, 1] + 1) * height / 2], axis=1)
+    px, py = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+    best, ids = np.full((height, width), np.inf), np.full((height, width), -1)
+    for k, (a, b, c) in enumerate(F):
+        if (clip[[a, b, c], 3] <= 0).any():
+            continue
+        (x0, y0), (x1, y1), (x2, y2) = win[a], win[b], win[c]
+        area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+        w0 = ((x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)) / area
+        w1 = ((x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)) / area
+        w2 = 1 - w0 - w1
+        z = w0 * ndc[a, 2] + w1 * ndc[b, 2] + w2 * ndc[c, 2]
+        closer = (w0 >= 0) & (w1 >= 0) & (w2 >= 0) & (z < best)
+        best[closer], ids[closer] = z[closer], k
+    return ids, best
+
+
+def off_centre_sphere() -> tuple[np.ndarray, np.ndarray]:
+    m = trimesh.creation.icosphere(3, radius=0.45)
+    bumps = 1 + 0.05 * np.random.default_rng(4).random((len(m.vertices), 1))
+    return np.asarray(m.vertices) * bumps + [0.35, -0.2, 0.1], np.asarray(m.faces)
+
+
+def chiral_tripod() -> tuple[np.ndarray, np.ndarray]:
+    """Three bars of different lengths along +x, +y, +z from one corner: no mirror symmetry."""
+    bars = []
+    for axis, length in enumerate((0.9, 0.6, 0.35)):
+        extents = np.full(3, 0.15)
+        extents[axis] = length
+        centre = np.zeros(3)
+        centre[axis] = length / 2
+        bars.append(trimesh.creation.box(extents=extents, transform=trimesh.transformations.translation_matrix(centre)))
+    m = trimesh.util.concatenate(bars)
+    return 1.4 * np.asarray(m.vertices), np.asarray(m.faces)
+
+
+@pytest.mark.parametrize("scene", [off_centre_sphere, chiral_tripod])
+def test_opengl_pipeline_sees_the_same_pixels(scene):
+    V, F = scene()
+    K = np.array([[70.0, 0.0, 29.3], [0.0, 64.0, 21.7], [0.0, 0.0, 1.0]])
+    W, H, near, far = 64, 48, 0.1, 10.0
+    camera = Camera.from_matrices(K, Camera.look_at((0.6, 0.45, 2.4), (0.15, 0.05, 0.0)).pose, W, H)
+    r = rasterize(V, F, camera)
+    view, projection = (m.numpy() for m in camera.opengl(near, far))
+    ids_gl, ndc_z = opengl_face_ids(V, F, view, projection, W, H)
+    ids, seen = ids_gl[::-1], r.mask.numpy()
+    assert 300 < seen.sum() < 0.8 * W * H
+    np.testing.assert_array_equal(r.face_index.numpy(), ids)
+    z_cam = 2 * far * near / ((far + near) - ndc_z[::-1][seen] * (far - near))
+    np.testing.assert_allclose(r.depth.numpy()[seen], z_cam, rtol=1e-9)
+    # negative controls: a mirrored camera x axis, or GL rows left unflipped, see different pixels
+    mirrored, _ = opengl_face_ids(V, F, np.diag([-1.0, 1, 1, 1]) @ view, projection, W, H)
+    for wrong in (mirrored[::-1], ids_gl):
+        differ = (wrong != ids) & ((wrong >= 0) | seen)
+        assert differ.sum() > 0.2 * seen.sum()
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 500])
+def test_fibonacci_views_look_at_the_target(n):
+    target, radius = np.array([0.3, -0.2, 0.5]), 2.5
+    cams = fibonacci_views(n, radius, tuple(target), width=40, height=30)
+    assert len(cams) == n
+    directions = []
+    for cam in cams:
+        R = cam.R.numpy()
+        assert np.isfinite(R).all() and np.isfinite(cam.t.numpy()).all()
+        np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
+        assert np.isclose(np.linalg.det(R), 1.0)
+        centre = cam.center.numpy()
+        assert np.isclose(np.linalg.norm(centre - target), radius, rtol=1e-12)
+        uv = cam.project(cam.world_to_camera(torch.from_numpy(target)[None]))
+        np.testing.assert_allclose(uv.numpy(), [[19.5, 14.5]], atol=1e-9)
+        # the up vector never runs parallel to the view: world y or z is well inside the image plane
+        assert max(np.abs(R[:2, 1]).max(), np.abs(R[:2, 2]).max()) > 0.4
+        directions.append((centre - target) / radius)
+    d = np.array(directions)
+    if n == 500:
+        assert np.abs(d[:, 1]).max() > 0.99  # views close to both poles
+        gaps = np.linalg.norm(d[:, None] - d[None], axis=-1) + 3 * np.eye(n)
+        assert gaps.min(axis=1).min() > 0.5 * np.sqrt(4 * np.pi / n)  # evenly spread, no duplicates
+        np.testing.assert_allclose(d.mean(axis=0), 0.0, atol=0.01)
+    with pytest.raises(MorphableError):
+        fibonacci_views(0, radius)
+
+
+def test_interpolate_and_maps_agree_with_rasterize():
+    m = trimesh.creation.icosphere(3, radius=0.6)
+    V, F = np.asarray(m.vertices) * [1.0, 1.2, 0.8], np.asarray(m.faces)
+    cam = Camera.look_at((0.4, 0.3, 2.0), fov_deg=40, width=48, height=40)
+    r = rasterize(V, F, cam)
+    surface = interpolate(torch.from_numpy(V), F, r.face_index, r.bary)
+    points, pixels = backproject(r.depth, cam)
+    np.testing.assert_allclose(surface[pixels[:, 0], pixels[:, 1]].numpy(), points.numpy(), atol=1e-12)
+    assert (surface[~r.mask] == 0).all()
+    n_world = interpolate(vertex_normals(torch.from_numpy(V), F), F, r.face_index, r.bary)
+    n_world = torch.nn.functional.normalize(n_world, dim=-1)
+    n_cam = normal_map(V, F, cam)
+    np.testing.assert_allclose(n_cam[r.mask].numpy(), (n_world @ cam.R.T)[r.mask].numpy(), atol=1e-12)
+    assert (n_cam[~r.mask] == 0).all()
+    assert (n_cam[r.mask][:, 2] < 0).double().mean() > 0.95  # the visible side faces the camera (camera looks along +z)
+    assert torch.equal(depth_map(V, F, cam), r.depth) and torch.equal(mask(V, F, cam), r.mask)
+    assert torch.equal(normal_map(V, F, cam, smooth=False), rasterize(V, F, cam, smooth=False).normals)
+
+
+def test_rasterize_and_interpolate_gradients():
+    cam = Camera.look_at((0.1, 0.2, 3.0), fov_deg=20, width=6, height=5)
+    V = torch.tensor([[-4.0, -4.0, 0.1], [4.0, -3.0, -0.2], [0.5, 4.0, 0.3]], dtype=torch.float64, requires_grad=True)
+    F = torch.tensor([[0, 1, 2]])
+    assert rasterize(V.detach(), F, cam).mask.all()  # every pixel inside: small steps change no coverage
+
+    def maps(v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        r = rasterize(v, F, cam, smooth=False)
+        return r.depth, r.bary, r.normals
+
+    assert torch.autograd.gradcheck(maps, (V,))
+    attributes = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    face_index = torch.tensor([[0, -1], [0, 0]])
+    bary = torch.rand(2, 2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: interpolate(a, F, face_index, b), (attributes, bary))

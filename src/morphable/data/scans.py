@@ -55,7 +55,7 @@ def depth_observation(mesh_path: str | os.PathLike, out: str | os.PathLike, n_po
     import torch
 
     from morphable.io import read_mesh, write_ply
-    from morphable.mesh.render import Camera, depth_point_cloud
+    from morphable.render import Camera, depth_point_cloud
 
     mesh = read_mesh(mesh_path)
     centre = (mesh.vertices.min(axis=0) + mesh.vertices.max(axis=0)) / 2

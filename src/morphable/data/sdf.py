@@ -50,7 +50,7 @@ import torch
 from morphable.data.registered import UNIT_TO_MM, check_unit
 from morphable.errors import MorphableError, input_error
 from morphable.io import atomic_path, read_json, write_json
-from morphable.mesh.render import vertex_normals
+from morphable.mesh.normals import vertex_normals
 
 SIGMAS = (0.0025, 0.00025)
 DEFAULT_RADIUS = 0.9

@@ -28,7 +28,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from morphable.errors import MorphableError, input_error
-from morphable.mesh.qem import decimate, down_matrix, level_sizes, up_matrix, vertex_normals
+from morphable.mesh.normals import vertex_normals
+from morphable.mesh.qem import decimate, down_matrix, level_sizes, up_matrix
 from morphable.mesh.spiral import default_reference_vertices, neural3dmm_spirals, spiralnet_spirals
 from morphable.mesh.topology import chebyshev_laplacian, to_torch_sparse
 

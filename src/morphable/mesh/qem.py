@@ -42,6 +42,7 @@ import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
 from morphable.errors import MorphableError
+from morphable.mesh.normals import vertex_normals
 from morphable.mesh.topology import (boundary_edges, boundary_mask, connected_components, face_normals, half_edges,
                                      vertex_faces)
 
@@ -108,12 +109,6 @@ def _plane_quadrics(vertices: np.ndarray, faces: np.ndarray, boundary_weight: fl
             for col in (0, 1):
                 np.add.at(q, he[on_boundary, col], kb)
     return q.reshape(n_vertices, 4, 4)
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Unit area-weighted vertex normals ``(V, 3)`` (sum of the unnormalised incident face normals)."""
-    out = (vertex_faces(faces, len(vertices)) != 0).astype(np.float64) @ face_normals(vertices, faces)
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-300)
 
 
 def _segments(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

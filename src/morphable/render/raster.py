@@ -1,12 +1,7 @@
-"""Pure-torch depth and normal rasteriser for triangle meshes, and depth back-projection.
+"""Pure-torch mesh rasteriser (face index, barycentrics, depth, normals), interpolation, back-projection.
 
-Camera model (OpenCV convention): a world point ``X`` maps to camera coordinates
-``X_c = R X + t`` (camera x right, y down, z forward) and to the image point
-
-    u = fx * x_c / z_c + cx,    v = fy * y_c / z_c + cy.
-
-Pixel ``(row i, column j)`` has its centre at ``(u, v) = (j, i)``, so ``cx = (W - 1) / 2`` centres the
-principal point. Depth means ``z_c`` (distance along the optical axis, not along the ray).
+Cameras follow :mod:`morphable.render.camera` (OpenCV convention: pixel ``(row i, column j)`` has its
+centre at ``(u, v) = (j, i)``; depth is camera ``z``).
 
 Rasterisation is a z-buffer that is vectorised over triangles: each triangle's screen bounding box is
 clipped to the image, triangles are grouped by the power-of-two size of their box, and every group is
@@ -16,108 +11,26 @@ coordinates ``b`` decide coverage (``b >= 0``); since a planar triangle projects
 barycentric coordinates are ``lambda_k = z b_k / z_k``. The depth test packs ``float32(z)`` (whose
 bits order like integers for positive values) and the triangle index into one int64 key, so a single
 ``scatter_reduce(amin)`` resolves visibility. No back-face culling: open scans seen from behind render.
+
+Differentiability: which triangle a pixel sees is discrete, but for that fixed triangle the depth,
+barycentrics and normals of :func:`rasterize` are torch expressions of the vertices (and of ``R, t``),
+and :func:`interpolate` is linear in its attributes and barycentrics, so gradients flow through both
+(not through coverage or occlusion changes).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from morphable.errors import MorphableError
+from morphable.mesh.normals import vertex_normals
+from morphable.render.camera import Camera
 
 _NO_HIT = torch.iinfo(torch.int64).max
-Vec3 = tuple[float, float, float] | torch.Tensor | np.ndarray
-
-
-def _as_tensor(x: torch.Tensor | np.ndarray, dtype: torch.dtype | None = None,
-               device: torch.device | None = None) -> torch.Tensor:
-    return torch.as_tensor(x, dtype=dtype, device=device)
-
-
-def vertex_normals(vertices: torch.Tensor | np.ndarray, faces: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Area-weighted vertex normals.
-
-    ``n_v = normalise(sum_{f ni v} (v1 - v0) x (v2 - v0))``: the cross product has length twice the
-    face area, so larger faces weigh more. Isolated vertices get a zero normal.
-
-    Args:
-        vertices: ``(V, 3)`` float.
-        faces: ``(F, 3)`` integer, counter-clockwise seen from outside.
-
-    Returns:
-        ``(V, 3)`` unit normals (dtype and device of ``vertices``).
-    """
-    v = _as_tensor(vertices)
-    f = _as_tensor(faces, dtype=torch.long, device=v.device)
-    tri = v[f]
-    cross = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
-    acc = torch.zeros_like(v).index_add_(0, f.reshape(-1), cross.repeat_interleave(3, dim=0))
-    return torch.nn.functional.normalize(acc, dim=-1)
-
-
-@dataclass
-class Camera:
-    """Pinhole camera: intrinsics ``fx, fy, cx, cy`` (pixels), image ``width x height``, and the
-    world-to-camera rigid transform ``X_c = R X + t`` with ``R (3, 3)``, ``t (3,)`` (OpenCV axes)."""
-
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
-    R: torch.Tensor
-    t: torch.Tensor
-
-    @classmethod
-    def look_at(cls, eye: Vec3, target: Vec3 = (0.0, 0.0, 0.0), up: Vec3 = (0.0, 1.0, 0.0), *,
-                fov_deg: float = 30.0, width: int = 256, height: int = 256) -> "Camera":
-        """A camera at ``eye`` looking at ``target`` with ``up`` pointing up in the image.
-
-        Axes: ``z = normalise(target - eye)``, ``x = normalise(z x up)``, ``y = z x x`` (image down);
-        ``R = [x; y; z]`` (rows), ``t = -R eye``. ``fov_deg`` is the vertical field of view:
-        ``fy = (H / 2) / tan(fov / 2)``, square pixels ``fx = fy``, centred principal point.
-        """
-        eye_t = _as_tensor(eye, dtype=torch.float64)
-        z = torch.nn.functional.normalize(_as_tensor(target, dtype=torch.float64) - eye_t, dim=0)
-        x = torch.linalg.cross(z, _as_tensor(up, dtype=torch.float64), dim=0)
-        if float(x.norm()) < 1e-12:
-            raise ValueError("look_at: 'up' is parallel to the viewing direction")
-        x = x / x.norm()
-        y = torch.linalg.cross(z, x, dim=0)
-        R = torch.stack([x, y, z])
-        f = 0.5 * height / float(np.tan(np.radians(fov_deg) / 2))
-        return cls(f, f, (width - 1) / 2, (height - 1) / 2, width, height, R, -R @ eye_t)
-
-    @property
-    def center(self) -> torch.Tensor:
-        """Camera centre in world coordinates, ``-R^T t``: ``(3,)``."""
-        return -self.R.T @ self.t
-
-    def world_to_camera(self, points: torch.Tensor) -> torch.Tensor:
-        """``X_c = R X + t``: ``(..., 3) -> (..., 3)`` (dtype and device of ``points``)."""
-        R = self.R.to(points)
-        return points @ R.T + self.t.to(points)
-
-    def camera_to_world(self, points: torch.Tensor) -> torch.Tensor:
-        """``X = R^T (X_c - t)``: ``(..., 3) -> (..., 3)``."""
-        R = self.R.to(points)
-        return (points - self.t.to(points)) @ R
-
-    def project(self, points_cam: torch.Tensor) -> torch.Tensor:
-        """Pixel coordinates ``(u, v)`` of camera-frame points: ``(..., 3) -> (..., 2)``."""
-        z = points_cam[..., 2]
-        return torch.stack([self.fx * points_cam[..., 0] / z + self.cx,
-                            self.fy * points_cam[..., 1] / z + self.cy], dim=-1)
-
-    def rays(self, device: torch.device | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """Camera-frame ray directions with ``z = 1`` through every pixel centre: ``(H, W, 3)``."""
-        i = torch.arange(self.height, device=device, dtype=dtype)
-        j = torch.arange(self.width, device=device, dtype=dtype)
-        ii, jj = torch.meshgrid(i, j, indexing="ij")
-        return torch.stack([(jj - self.cx) / self.fx, (ii - self.cy) / self.fy, torch.ones_like(ii)], dim=-1)
 
 
 @dataclass
@@ -182,13 +95,13 @@ def rasterize(vertices: torch.Tensor | np.ndarray, faces: torch.Tensor | np.ndar
     Returns:
         :class:`Rendering` with ``(H, W)`` maps.
     """
-    v_world = _as_tensor(vertices)
+    v_world = torch.as_tensor(vertices)
     if not v_world.is_floating_point():
         v_world = v_world.double()
     device, dtype = v_world.device, v_world.dtype
-    f_all = _as_tensor(faces, dtype=torch.long, device=device)
+    f_all = torch.as_tensor(faces, dtype=torch.long, device=device)
     H, W = camera.height, camera.width
-    v_cam = camera.world_to_camera(v_world)
+    v_cam = camera.world_to_camera(v_world).detach()  # visibility is discrete: no graph
 
     tri_z = v_cam[f_all][..., 2]
     keep = (tri_z > near).all(dim=1)
@@ -245,7 +158,7 @@ def rasterize(vertices: torch.Tensor | np.ndarray, faces: torch.Tensor | np.ndar
     z = 1.0 / w.sum(dim=1)
     lam = w * z[:, None]
     if smooth:
-        n_world = (vertex_normals(v64, f_all)[corners] * lam[..., None]).sum(dim=1)
+        n_world = interpolate(vertex_normals(v64, f_all), f_all, faces_hit, lam)
     else:
         tri = v64[corners]
         n_world = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
@@ -260,6 +173,48 @@ def rasterize(vertices: torch.Tensor | np.ndarray, faces: torch.Tensor | np.ndar
     normals = torch.zeros(H * W, 3, dtype=dtype, device=device)
     normals[pix] = n_cam.to(dtype)
     return Rendering(depth.view(H, W), face_index.view(H, W), bary.view(H, W, 3), normals.view(H, W, 3))
+
+
+def interpolate(attributes: torch.Tensor, faces: torch.Tensor | np.ndarray, face_index: torch.Tensor,
+                bary: torch.Tensor) -> torch.Tensor:
+    """Barycentric interpolation of per-vertex attributes at rasterised pixels (differentiable).
+
+    ``out[p] = sum_k bary[p, k] attributes[faces[face_index[p], k]]`` where ``face_index[p] >= 0``, else 0.
+
+    Args:
+        attributes: ``(V, C)`` per-vertex values (colours, normals, texture coordinates, ...).
+        faces: ``(F, 3)`` integer, the faces that were rasterised.
+        face_index: ``(...)`` int64 triangle per pixel, -1 for none (:attr:`Rendering.face_index`).
+        bary: ``(..., 3)`` barycentric coordinates (:attr:`Rendering.bary`).
+
+    Returns:
+        ``(..., C)`` interpolated values, 0 where ``face_index < 0``.
+    """
+    f = torch.as_tensor(faces, dtype=torch.long, device=attributes.device)
+    values = (attributes[f[face_index.clamp(min=0)]] * bary[..., None]).sum(dim=-2)
+    return torch.where((face_index >= 0)[..., None], values, torch.zeros((), dtype=values.dtype,
+                                                                         device=values.device))
+
+
+def normal_map(vertices: torch.Tensor | np.ndarray, faces: torch.Tensor | np.ndarray, camera: Camera, *,
+               smooth: bool = True, **options: Any) -> torch.Tensor:
+    """Camera-frame unit normals per pixel, ``(H, W, 3)``: the interpolated area-weighted vertex normals
+    (or face normals with ``smooth=False``) rotated by ``R``, ``n_c = R n``; 0 where the mesh is not
+    visible. ``options`` go to :func:`rasterize` (``near``, ``budget``)."""
+    return rasterize(vertices, faces, camera, smooth=smooth, **options).normals
+
+
+def depth_map(vertices: torch.Tensor | np.ndarray, faces: torch.Tensor | np.ndarray, camera: Camera,
+              **options: Any) -> torch.Tensor:
+    """Camera ``z`` of the visible surface per pixel, ``(H, W)``; 0 where the mesh is not visible.
+    ``options`` go to :func:`rasterize`."""
+    return rasterize(vertices, faces, camera, **options).depth
+
+
+def mask(vertices: torch.Tensor | np.ndarray, faces: torch.Tensor | np.ndarray, camera: Camera,
+         **options: Any) -> torch.Tensor:
+    """``(H, W)`` bool, True where the mesh covers the pixel centre. ``options`` go to :func:`rasterize`."""
+    return rasterize(vertices, faces, camera, **options).mask
 
 
 def backproject(depth: torch.Tensor, camera: Camera, world: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
