@@ -25,8 +25,6 @@ from morphable.errors import MorphableError, input_error
 from morphable.latent import fit_code_gaussian, interpolate_codes
 from morphable.viz import mesh_strip
 
-MIN_RESOLUTION = 8
-
 
 def renormalise_codes(codes: torch.Tensor, max_norm: float | None) -> tuple[torch.Tensor, int]:
     """Rows of ``codes`` (n, D) longer than ``max_norm`` rescaled as the code table's look-up does
@@ -58,8 +56,9 @@ def blend_similarities(similarities: Sequence[Any], weights: Sequence[float]):
 
 
 def _check_options(resolution: int, out: Path) -> None:
-    if resolution < MIN_RESOLUTION:
-        raise MorphableError(f"--res must be at least {MIN_RESOLUTION}, got {resolution}")
+    from morphable.implicit.model import check_resolution
+
+    check_resolution(resolution)
     if out.exists() and not out.is_dir():
         raise input_error(out, "exists and is not a folder")
 

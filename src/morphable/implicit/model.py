@@ -16,6 +16,14 @@ import torch
 from morphable.errors import MorphableError, input_error
 from morphable.runs import Run
 
+MIN_RESOLUTION = 8
+
+
+def check_resolution(resolution: int) -> None:
+    """``--res`` of an extraction: at least :data:`MIN_RESOLUTION` cells per axis."""
+    if resolution < MIN_RESOLUTION:
+        raise MorphableError(f"--res must be at least {MIN_RESOLUTION}, got {resolution}")
+
 
 class ImplicitModel:
     """``sdf`` / ``extract`` / ``fit`` of a trained NPM or tri-plane run.
@@ -71,8 +79,7 @@ class ImplicitModel:
         when the code has no surface in the unit ball); ``last_extraction`` keeps the statistics."""
         from morphable.implicit.experiment import extract_code_mesh
 
-        if resolution < 8:
-            raise MorphableError(f"--res must be at least 8, got {resolution}")
+        check_resolution(resolution)
         vertices, faces, self.last_extraction = extract_code_mesh(self.implicit, self.code(code), resolution)
         if not normalised and len(vertices):
             vertices = self._similarity(code).invert(vertices)
