@@ -205,7 +205,7 @@ def test_obj_without_uvs_and_broken_uv_files(tmp_path):
 def _naive_obj_corners(path):
     """(vertex, uv) index pairs of every face corner, 0-based, read line by line."""
     pairs = []
-    for line in open(path):
+    for line in path.read_text().splitlines():
         if line.startswith("f "):
             pairs += [tuple(int(x) - 1 for x in token.split("/")[:2]) for token in line.split()[1:]]
     return pairs

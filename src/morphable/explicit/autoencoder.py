@@ -40,8 +40,8 @@ def _conv(config: AutoencoderConfig, hierarchy: MeshHierarchy, level: int, spira
           c_out: int) -> nn.Module:
     if config.conv == "cheb":
         return ChebConv(c_in, c_out, config.cheb_k, hierarchy.laplacians[level])
-    if config.conv == "spiral":
-        return SpiralConv(c_in, c_out, torch.tensor(spirals[level], dtype=torch.long))  # own copy: safetensors refuses shared buffers
+    if config.conv == "spiral":  # each layer its own copy: safetensors refuses shared buffers
+        return SpiralConv(c_in, c_out, torch.tensor(spirals[level], dtype=torch.long))
     raise _unknown_conv(config)
 
 
