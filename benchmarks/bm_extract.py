@@ -45,22 +45,6 @@ def load_head(path: Path):
     return vertices, faces
 
 
-def sample_surface(vertices, faces, n: int, rng):
-    """Area-weighted uniform surface samples (n, 3) with their face normals (n, 3)."""
-    import numpy as np
-
-    tri = vertices[faces]
-    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    area = np.linalg.norm(cross, axis=1)
-    idx = rng.choice(len(faces), size=n, p=area / area.sum())
-    u, v = rng.random((2, n))
-    flip = u + v > 1
-    u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
-    t = tri[idx]
-    points = t[:, 0] + u[:, None] * (t[:, 1] - t[:, 0]) + v[:, None] * (t[:, 2] - t[:, 0])
-    return points, cross[idx] / area[idx, None]
-
-
 def fit_triplane(model, vertices, faces, steps: int, device):
     """Fit planes (directly) and decoder to one head with the Table 4.1 3D losses; returns the field."""
     import numpy as np
@@ -68,6 +52,7 @@ def fit_triplane(model, vertices, faces, steps: int, device):
 
     from morphable.implicit import losses
     from morphable.implicit.triplane import TriplaneField
+    from morphable.mesh.sampling import sample_surface
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -78,7 +63,8 @@ def fit_triplane(model, vertices, faces, steps: int, device):
                             {"params": model.decoder.parameters(), "lr": 5e-4}])
     w = losses.LossWeights()
     for _ in range(steps):
-        pts, nrm = sample_surface(vertices, faces, 4000, rng)
+        samples = sample_surface(vertices, faces, 4000, rng)
+        pts, nrm = samples.points, samples.face_normals
         surface = torch.as_tensor(pts, dtype=torch.float32, device=device)[None]
         normals = torch.as_tensor(nrm, dtype=torch.float32, device=device)[None]
         space = torch.randn(1, 1000, 3, device=device)
@@ -170,6 +156,7 @@ def main() -> None:
 
     from morphable.implicit.deepsdf import DeepSDF
     from morphable.implicit.triplane import TriplaneSDF
+    from morphable.mesh.sampling import sample_surface
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -187,7 +174,7 @@ def main() -> None:
         plane_seconds = time.perf_counter() - t0
     row, mesh_vertices = measure("tri-plane", field, plane_seconds, args.dense_res, args.res, args.chunk, device)
     rows = [row]
-    reference, _ = sample_surface(vertices, faces, 200000, np.random.default_rng(1))
+    reference = sample_surface(vertices, faces, 200000, np.random.default_rng(1)).points
     row["fit_quality_unit_sphere"] = {
         "accuracy": float(cKDTree(reference).query(mesh_vertices)[0].mean()),
         "completeness": float(cKDTree(mesh_vertices).query(reference)[0].mean()),

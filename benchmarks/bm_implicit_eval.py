@@ -18,7 +18,7 @@ Protocol:
   ``--res``^3). The linear baseline fits the very model that generated the scans, so it is exact up to
   the unobserved back of the head (where its prior mean is the best guess): an upper bound for a linear
   baseline, not a fair stand-in for FLAME on real scans as in the thesis.
-* Metrics: :func:`morphable.implicit.fit.region_metrics` (Chamfer-L1, normal consistency, F-score@1mm for
+* Metrics: :func:`morphable.metrics.region_metrics` (Chamfer-L1, normal consistency, F-score@1mm for
   the face region and the whole head, mm) with ``--metric-samples`` points on each surface. Point-to-point
   nearest neighbours have a sampling floor: the row "ground truth (resampled)" compares the ground truth
   with itself (thesis: 2.5M points).
@@ -115,12 +115,12 @@ def main() -> None:
     import torch
 
     from morphable.data.linear_model import ICT_FACE_VERTICES, ICT_SKIN_VERTICES, load_ict
-    from morphable.data.registered import UNIT_TO_MM
     from morphable.data.sdf import write_sdf_dataset
     from morphable.implicit.experiment import depth_observation, train_implicit
-    from morphable.implicit.fit import fit_run, region_metrics
+    from morphable.implicit.fit import fit_run
     from morphable.implicit.linear_fit import fit_linear_run
-    from morphable.io import read_mesh, write_ply
+    from morphable.io import UNIT_TO_MM, read_mesh, write_ply
+    from morphable.metrics import region_metrics
 
     torch.set_num_threads(1)
     started = time.perf_counter()

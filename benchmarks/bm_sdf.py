@@ -52,6 +52,8 @@ def main() -> None:
 
     from morphable.data import sdf
     from morphable.data.linear_model import ICT_FACE_VERTICES, load_ict
+    from morphable.mesh.distance import signed_distance
+    from morphable.mesh.topology import edge_report
     from morphable.render import Camera, depth_point_cloud, rasterize
 
     torch.set_num_threads(1)
@@ -66,16 +68,16 @@ def main() -> None:
     for name, m in cases.items():
         vertices = m.shape(identity)
         mask = np.arange(len(vertices)) < ICT_FACE_VERTICES
-        normalised, _ = sdf.normalise_to_unit_sphere(vertices)
+        normalised = sdf.Similarity.fit([vertices]).apply(vertices)
         row: dict = {"vertices": len(vertices), "faces": len(m.faces),
-                     "open_edges": sdf.edge_report(m.faces, len(vertices)).n_open_edges}
+                     "open_edges": edge_report(m.faces, len(vertices)).n_open_edges}
         wall, cpu, samples = timed(lambda: sdf.precompute_sdf_samples(
             normalised, m.faces, mask, n_surface=args.surface, n_near=args.near, n_ball=args.ball, seed=0))
         row["precompute_s"], row["precompute_cpu_s"] = wall, cpu
         row["sdf_queries"] = 2 * args.near + args.ball
         ball = samples.ball_points.astype(np.float64)[:100_000]
         for sign in ("auto", "pseudonormal", "winding"):
-            w, c, _ = timed(lambda: sdf.signed_distance(ball, normalised, m.faces, sign=sign))
+            w, c, _ = timed(lambda: signed_distance(ball, normalised, m.faces, sign=sign))
             row[f"sdf_100k_{sign}_s"], row[f"sdf_100k_{sign}_cpu_s"] = w, c
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "shape.npz"

@@ -1,4 +1,5 @@
-"""Procedural test meshes: a closed icosphere, a mesh of several components, an open cap, real faces."""
+"""Procedural test meshes: a closed icosphere, a mesh of several components, an open cap, an open sheet,
+real faces."""
 
 from __future__ import annotations
 
@@ -60,3 +61,21 @@ def mediapipe_face() -> tuple[np.ndarray, np.ndarray]:
 
     mesh = read_obj(require(MEDIAPIPE_OBJ))
     return mesh.vertices, mesh.faces
+
+
+def tessellation_gap(V: np.ndarray, F: np.ndarray, radius: float) -> float:
+    """Largest distance between a sphere and its inscribed icosphere: radius minus the closest face plane."""
+    tri = V[F]
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    return radius - float(np.abs((n * tri[:, 0]).sum(1) / np.linalg.norm(n, axis=1)).min())
+
+
+def sheet(n: int = 8, half: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """An open square ``[-half, half]^2`` at z = 0 with normals +z."""
+    g = np.linspace(-half, half, n + 1)
+    x, y = np.meshgrid(g, g, indexing="ij")
+    V = np.stack([x.ravel(), y.ravel(), np.zeros(x.size)], axis=1)
+    idx = np.arange((n + 1) ** 2).reshape(n + 1, n + 1)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
+    F = np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
+    return V, F

@@ -1,5 +1,7 @@
 """MeshHierarchy: build on real and procedural templates, files, cache, torch buffers, the CLI."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -8,9 +10,13 @@ import torch
 from conftest import MEDIAPIPE_OBJ, require
 from mesh_fixtures import head_with_eyes, ict_skin, icosphere, mediapipe_face
 from morphable.cli import main
+from morphable.config import AutoencoderConfig
 from morphable.errors import MorphableError
+from morphable.explicit.autoencoder import MeshAutoencoder, spiral_indices
+from morphable.explicit.layers import Pool
+from morphable.io import write_mesh
 from morphable.mesh.hierarchy import MeshHierarchy, build_or_load_hierarchy, hierarchy_cache_key
-from morphable.mesh.topology import chebyshev_laplacian, connected_components, to_torch_sparse
+from morphable.mesh.topology import chebyshev_laplacian, connected_components
 
 
 def _check_hierarchy(h, expected_sizes):
@@ -138,12 +144,51 @@ def test_torch_buffers_match_scipy():
     v, f = head_with_eyes(1)
     h = MeshHierarchy.build(v, f, factors=(4,))
     x = torch.randn(2, h.sizes[0], 3, dtype=torch.float64)
-    down = to_torch_sparse(h.down[0], torch.float64)
-    up = to_torch_sparse(h.up[0], torch.float64)
-    coarse = torch.stack([down @ xb for xb in x])
+    coarse = Pool(h.down[0], torch.float64)(x)
     np.testing.assert_allclose(coarse.numpy(), np.stack([h.down[0] @ xb for xb in x.numpy()]), atol=1e-12)
-    fine = torch.stack([up @ cb for cb in coarse])
+    fine = Pool(h.up[0], torch.float64)(coarse)
     np.testing.assert_allclose(fine.numpy(), np.stack([h.up[0] @ cb for cb in coarse.numpy()]), atol=1e-12)
+
+
+SPIRAL_RUNS = {  # the same spiral settings as a model config and as options of 'morphable mesh hierarchy'
+    "spiralnet": (AutoencoderConfig(conv="spiral", spiral_style="spiralnet", spiral_length=7, spiral_dilation=2),
+                  ["--spiral-style", "spiralnet", "--spiral-length", "7", "--spiral-dilation", "2"]),
+    "neural3dmm": (AutoencoderConfig(conv="spiral", spiral_style="neural3dmm", spiral_hops=[2, 2, 2],
+                                     spiral_dilations=[2, 2, 2]),
+                   ["--spiral-style", "neural3dmm", "--spiral-hops", "2", "--spiral-dilation", "2"]),
+}
+
+
+@pytest.mark.parametrize("style", sorted(SPIRAL_RUNS))
+def test_saved_hierarchy_holds_the_spirals_the_autoencoder_trains_with(tmp_path, style):
+    config, options = SPIRAL_RUNS[style]
+    v, f = head_with_eyes(2)
+    write_mesh(tmp_path / "template.obj", v, f)
+    assert main(["mesh", "hierarchy", str(tmp_path / "template.obj"), "--out", str(tmp_path / "h.npz"),
+                 "--factors", "4", "4", *options]) == 0
+    saved = MeshHierarchy.load(tmp_path / "h.npz")
+    plain = MeshHierarchy.build(saved.vertices[0], saved.faces[0], factors=(4, 4))  # default spiral settings
+    built = spiral_indices(config, plain)  # built anew from the config
+    assert len(built) == len(saved.spirals) == 3
+    for a, b in zip(built, saved.spirals):
+        np.testing.assert_array_equal(a, b)
+    assert any(a.shape != b.shape or (a != b).any() for a, b in zip(built, plain.spirals))  # the settings matter
+    assert spiral_indices(config, saved) is saved.spirals  # same settings: the saved spirals are used as they are
+    network = MeshAutoencoder(replace(config, encoder_channels=[4, 4], decoder_channels=[4, 4, 4], factors=[4, 4]),
+                              saved)
+    for level in range(2):
+        np.testing.assert_array_equal(network.encoder_convs[level].indices.numpy(), saved.spirals[level])
+
+
+def test_unknown_conv_and_spiral_style_raise():
+    h = MeshHierarchy.build(*head_with_eyes(1), factors=(4,))
+    with pytest.raises(MorphableError, match="unknown conv 'spirals'"):
+        spiral_indices(AutoencoderConfig(conv="spirals"), h)
+    with pytest.raises(MorphableError, match=r"spiral style 'spiralnet\+\+' \(choose from spiralnet, neural3dmm\)"):
+        spiral_indices(AutoencoderConfig(conv="spiral", spiral_style="spiralnet++"), h)
+    with pytest.raises(MorphableError, match=r"spiral_hops needs one value per level \(2\), got 3"):
+        spiral_indices(AutoencoderConfig(conv="spiral", spiral_style="neural3dmm", spiral_hops=[1, 1, 1],
+                                         spiral_dilations=[1, 1]), h)
 
 
 def test_cli_writes_npz_and_picture(tmp_path, capsys):

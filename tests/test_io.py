@@ -1,11 +1,15 @@
-"""Mesh I/O: round trips, exact vertex order on the real ICT-FaceKit OBJ files, broken files."""
+"""Mesh I/O: round trips, UVs, exact vertex order on the real ICT-FaceKit OBJ files, broken files, cache and
+atomic folders."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import ICT_FOLDER, ICT_NPZ, MEDIAPIPE_OBJ, require
 from morphable.errors import MorphableError
-from morphable.io import load_weights, read_mesh, read_obj, read_ply, save_weights, write_obj, write_ply
+from morphable.io import (atomic_folder, cache_dir, load_weights, read_mesh, read_obj, read_ply, save_weights,
+                          write_mesh, write_obj, write_ply)
 
 
 def _random_mesh(rng, n_vertices=50, n_faces=80):
@@ -140,3 +144,107 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
             tmp.write_text("partial")
             raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
+
+
+SEAM_OBJ = """# a quad and a triangle; vertex 1 has two UVs (a seam), the last face has no normals
+v 0 0 0
+v 1 0 0
+v 1 1 0
+v 0 1 0
+v 2 0 0
+vt 0.0 0.0
+vt 0.5 0.0
+vt 0.5 0.5 0.0
+vt 0.0 0.5
+vt 0.9 0.1
+vt 1.0 0.0
+vn 0 0 1
+f 1/1/1 2/2/1 3/3/1 4/4/1
+f 2/5 5/6 -3/-4
+"""
+
+
+def test_obj_uvs_per_corner_with_seams_and_fans(tmp_path):
+    path = tmp_path / "seam.obj"
+    path.write_text(SEAM_OBJ)
+    mesh = read_obj(path)
+    np.testing.assert_array_equal(mesh.vertices[:, 0], [0, 1, 1, 0, 2])  # file order
+    np.testing.assert_array_equal(mesh.faces, [[0, 1, 2], [0, 2, 3], [1, 4, 2]])
+    np.testing.assert_array_equal(mesh.face_uvs, [[0, 1, 2], [0, 2, 3], [4, 5, 2]])
+    np.testing.assert_array_equal(mesh.uvs, [[0, 0], [0.5, 0], [0.5, 0.5], [0, 0.5], [0.9, 0.1], [1, 0]])
+    # vertex 1 is seen with two different UVs
+    assert {tuple(mesh.uvs[t]) for f, tf in zip(mesh.faces, mesh.face_uvs) for v, t in zip(f, tf) if v == 1} \
+        == {(0.5, 0.0), (0.9, 0.1)}
+    write_mesh(tmp_path / "again.obj", mesh.vertices, mesh.faces, uvs=mesh.uvs, face_uvs=mesh.face_uvs)
+    again = read_mesh(tmp_path / "again.obj")
+    for name in ("vertices", "faces", "uvs", "face_uvs"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(mesh, name))
+    with pytest.raises(ValueError, match="only be written to .obj"):
+        write_mesh(tmp_path / "m.ply", mesh.vertices, mesh.faces, uvs=mesh.uvs, face_uvs=mesh.face_uvs)
+
+
+def test_obj_without_uvs_and_broken_uv_files(tmp_path):
+    (tmp_path / "plain.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nvn 0 0 1\nf 1//1 2//1 3//1\n")
+    plain = read_obj(tmp_path / "plain.obj")
+    assert plain.uvs is None and plain.face_uvs is None
+    np.testing.assert_array_equal(plain.faces, [[0, 1, 2]])
+    broken = {
+        "mixed.obj": ("v 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nf 1/1 2/1 3/1\nf 1 3 2\n", "1 faces have no texture"),
+        "range.obj": ("v 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nf 1/1 2/1 3/2\n", "texture coordinate index out of range"),
+        "partial.obj": ("v 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nf 1/1 2 3/1\n", "malformed face line"),
+        "word.obj": ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 two 3\n", "malformed face line"),
+        "short.obj": ("v 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0\nf 1/1 2/1 3/1\n", "at least 2 numbers"),
+    }
+    for name, (text, problem) in broken.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(MorphableError) as info:
+            read_mesh(tmp_path / name)
+        assert name in str(info.value) and problem in str(info.value), name
+
+
+def _naive_obj_corners(path):
+    """(vertex, uv) index pairs of every face corner, 0-based, read line by line."""
+    pairs = []
+    for line in path.read_text().splitlines():
+        if line.startswith("f "):
+            pairs += [tuple(int(x) - 1 for x in token.split("/")[:2]) for token in line.split()[1:]]
+    return pairs
+
+
+def test_ict_neutral_obj_uvs():
+    path = require(ICT_FOLDER) / "generic_neutral_mesh.obj"
+    mesh = read_obj(path)
+    assert mesh.vertices.shape == (26719, 3) and mesh.uvs.shape == (28911, 2)
+    assert mesh.face_uvs.shape == mesh.faces.shape
+    # UDIM-style tiles: u in [0, 7) (one tile per material), v in [0, 1]
+    assert (mesh.uvs >= 0).all() and mesh.uvs[:, 0].max() < 7 and mesh.uvs[:, 1].max() <= 1
+    # the (vertex, uv) pairs of the triangles are exactly those of the file's polygons
+    naive = set(_naive_obj_corners(path))
+    assert set(zip(mesh.faces.ravel().tolist(), mesh.face_uvs.ravel().tolist())) == naive
+    # seams: more UVs than vertices, and some vertex carries two of them
+    uv_count = np.bincount(np.array(sorted(naive))[:, 0], minlength=len(mesh.vertices))
+    assert uv_count.max() >= 2 and uv_count.min() == 1
+
+
+def test_cache_dir_honours_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("MORPHABLE_CACHE", str(tmp_path / "c"))
+    assert cache_dir("hierarchies") == tmp_path / "c" / "hierarchies"
+    assert not (tmp_path / "c").exists()
+    monkeypatch.setenv("MORPHABLE_CACHE", "")
+    assert cache_dir("a", "b") == Path.home() / ".cache" / "morphable" / "a" / "b"
+
+
+def test_atomic_folder_replaces_or_keeps_the_old_folder(tmp_path):
+    out = tmp_path / "data"
+    with atomic_folder(out) as tmp:
+        (tmp / "a.txt").write_text("first")
+    assert [p.name for p in out.iterdir()] == ["a.txt"]
+    with pytest.raises(RuntimeError):
+        with atomic_folder(out) as tmp:
+            (tmp / "b.txt").write_text("partial")
+            raise RuntimeError("interrupted")
+    assert [p.name for p in out.iterdir()] == ["a.txt"]
+    with atomic_folder(out) as tmp:
+        (tmp / "c.txt").write_text("second")
+    assert [p.name for p in out.iterdir()] == ["c.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no temporary folders left

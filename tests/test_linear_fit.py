@@ -11,7 +11,7 @@ from conftest import ICT_NPZ, require
 from morphable.cli import main
 from morphable.data.linear_model import ICT_FACE_VERTICES, LinearFaceModel, load_ict
 from morphable.errors import MorphableError
-from morphable.implicit.fit import region_metrics
+from morphable.metrics import region_metrics
 from morphable.implicit.linear_fit import closest_points, fit_linear_model, fit_linear_run
 from morphable.io import read_json, read_mesh, write_ply
 from morphable.render import Camera, depth_point_cloud

@@ -1,8 +1,10 @@
 """Metrics against naive loops and analytic cases."""
 
 import numpy as np
+import pytest
 
-from morphable.metrics import cumulative_error_curve, error_summary, per_vertex_errors, surface_metrics
+from mesh_fixtures import icosphere
+from morphable.metrics import cumulative_error_curve, error_summary, per_vertex_errors, region_metrics, surface_metrics
 
 
 def test_per_vertex_errors_and_summary_match_naive_loops():
@@ -44,3 +46,21 @@ def test_surface_metrics_precision_and_recall_asymmetry():
     assert m["accuracy_mm"] == 0.0 and np.isclose(m["completeness_mm"], (0 + 0 + 1 + 2) / 4)
     precision, recall = 1.0, 0.5
     assert np.isclose(m["fscore_0.5mm"], 2 * precision * recall / (precision + recall))
+
+
+def test_region_metrics_analytic_offset():
+    """Two concentric spheres 10 mm apart: Chamfer-L1 = 10 mm (up to faceting), F@1mm = 0, N.C. = 1."""
+    inner, outer = icosphere(5, radius=0.10), icosphere(5, radius=0.11)
+    mask = inner[0][:, 2] > 0  # the +z half is the "face"
+    m = region_metrics(outer, inner, mask, 1000.0, n_samples=20_000)
+    for region in ("face", "head"):
+        assert m[region]["chamfer_l1_mm"] == pytest.approx(10.0, abs=0.2)
+        assert m[region]["fscore_1mm"] == 0.0
+        assert m[region]["normal_consistency"] > 0.99
+    # a mesh against itself only has the sampling floor (samples 2.5 mm apart here)
+    same = region_metrics(inner, inner, mask, 1000.0, n_samples=20_000)
+    for region in ("face", "head"):
+        assert same[region]["chamfer_l1_mm"] < 0.15 * m[region]["chamfer_l1_mm"]
+    assert m["face"]["completeness_mm"] == pytest.approx(10.0, abs=0.2)
+    assert region_metrics(outer, inner, None, 1000.0, n_samples=2000)["face"] == \
+        region_metrics(outer, inner, None, 1000.0, n_samples=2000)["head"]  # no mask: the face is the head

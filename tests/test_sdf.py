@@ -1,64 +1,29 @@
-"""SDF training data: normalisation, exact signed distance (closed and open meshes), sampling, storage."""
+"""SDF training data: normalisation, mesh checks, surface / near / ball samples, storage.
+
+The signed distance itself is tested in test_distance.py, the surface sampler in test_sampling.py.
+"""
 
 import json
 
 import numpy as np
 import pytest
 import torch
-import trimesh
 
-from conftest import ICT_NPZ, require
+from mesh_fixtures import icosphere, sheet, tessellation_gap
 from morphable.data import sdf
 from morphable.errors import MorphableError
 
 igl = pytest.importorskip("igl")
 
 
-def sphere(subdivisions: int, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    m = trimesh.creation.icosphere(subdivisions, radius=radius)
-    return np.asarray(m.vertices, dtype=np.float64), np.asarray(m.faces, dtype=np.int64)
-
-
-def tessellation_gap(V: np.ndarray, F: np.ndarray, radius: float) -> float:
-    """Largest distance between a sphere and its inscribed icosphere: radius minus the closest face plane."""
-    tri = V[F]
-    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    return radius - float(np.abs((n * tri[:, 0]).sum(1) / np.linalg.norm(n, axis=1)).min())
-
-
-def sheet(n: int = 8, half: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """An open square ``[-half, half]^2`` at z = 0 with normals +z."""
-    g = np.linspace(-half, half, n + 1)
-    x, y = np.meshgrid(g, g, indexing="ij")
-    V = np.stack([x.ravel(), y.ravel(), np.zeros(x.size)], axis=1)
-    idx = np.arange((n + 1) ** 2).reshape(n + 1, n + 1)
-    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
-    F = np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
-    return V, F
-
-
-def point_triangle_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
-    """Naive: distance to the plane when the projection falls inside, else to the nearest edge segment."""
-    n = np.cross(b - a, c - a)
-    n /= np.linalg.norm(n)
-    q = p - np.dot(p - a, n) * n
-    inside = all(np.dot(np.cross(v1 - v0, q - v0), n) >= 0 for v0, v1 in ((a, b), (b, c), (c, a)))
-    if inside:
-        return abs(float(np.dot(p - a, n)))
-    best = np.inf
-    for v0, v1 in ((a, b), (b, c), (c, a)):
-        t = np.clip(np.dot(p - v0, v1 - v0) / np.dot(v1 - v0, v1 - v0), 0, 1)
-        best = min(best, float(np.linalg.norm(p - (v0 + t * (v1 - v0)))))
-    return best
-
-
 # --------------------------------------------------------------------------- normalisation
 
 
-def test_normalise_to_unit_sphere_and_mm():
+def test_similarity_into_the_unit_sphere_and_mm():
     rng = np.random.default_rng(0)
     V = rng.normal(size=(200, 3)) * [3.0, 5.0, 2.0] + [10.0, -4.0, 7.0]
-    N, sim = sdf.normalise_to_unit_sphere(V)
+    sim = sdf.Similarity.fit([V])
+    N = sim.apply(V)
     assert np.isclose(np.linalg.norm(N, axis=1).max(), 0.9)
     np.testing.assert_allclose((N.max(0) + N.min(0)) / 2, 0.0, atol=1e-12)
     np.testing.assert_allclose(sim.invert(N), V, atol=1e-12)
@@ -75,92 +40,8 @@ def test_normalise_to_unit_sphere_and_mm():
                       np.linalg.norm(shared.apply(V) - shared.apply(V).mean(0), axis=1).max(), rtol=1e-9)
 
 
-# --------------------------------------------------------------------------- signed distance
-
-
-def test_distance_matches_naive_loop_on_small_meshes():
-    rng = np.random.default_rng(1)
-    V, F = sphere(1, 0.7)
-    V = V * (1 + 0.15 * rng.random((len(V), 1)))  # star-shaped, not convex any more
-    P = rng.uniform(-1, 1, size=(40, 3))
-    naive = np.array([min(point_triangle_distance(p, *V[f]) for f in F) for p in P])
-    d = sdf.signed_distance(P, V, F)
-    np.testing.assert_allclose(np.abs(d), naive, rtol=1e-10, atol=1e-12)
-    # sign: star-shaped about the origin, so p is inside iff the ray from 0 meets the mesh beyond p
-    dirs = P / np.linalg.norm(P, axis=1, keepdims=True)
-    tri = V[F]
-    inside = []
-    for p, u in zip(P, dirs):
-        n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        t = (n * tri[:, 0]).sum(1) / (n @ u)
-        q = t[:, None] * u
-        bary_ok = np.all([((np.cross(tri[:, (k + 1) % 3] - tri[:, k], q - tri[:, k])) * n).sum(1) >= -1e-12
-                          for k in range(3)], axis=0)
-        inside.append(np.linalg.norm(p) < t[(t > 0) & bary_ok].min())
-    np.testing.assert_array_equal(d < 0, np.array(inside))
-    # the open version of the same mesh (a few faces removed): same magnitudes as the naive loop
-    F_open = F[np.linalg.norm(V[F].mean(1)[:, :2], axis=1) > 0.2]
-    naive_open = np.array([min(point_triangle_distance(p, *V[f]) for f in F_open) for p in P])
-    np.testing.assert_allclose(np.abs(sdf.signed_distance(P, V, F_open)), naive_open, rtol=1e-10, atol=1e-12)
-
-
-def test_sphere_sdf_matches_analytic():
-    r = 0.8
-    V, F = sphere(5, r)
-    gap = tessellation_gap(V, F, r)
-    rng = np.random.default_rng(2)
-    P = sdf.sample_ball(8000, rng)
-    d = sdf.signed_distance(P, V, F, chunk_size=3000)
-    analytic = np.linalg.norm(P, axis=1) - r
-    err = d - analytic  # the mesh lies inside the sphere: mesh SDF >= sphere SDF, by at most the gap
-    assert err.min() > -1e-12 and err.max() < gap + 1e-12
-    assert gap < 3e-4
-    np.testing.assert_array_equal(sdf.signed_distance(P, V, F, sign="winding") < 0, d < 0)
-    np.testing.assert_allclose(sdf.winding_number(P[analytic < -0.01], V, F), 1.0, atol=1e-2)
-
-
-def test_open_sheet_signs():
-    V, F = sheet()
-    rng = np.random.default_rng(3)
-    xy = rng.uniform(-0.6, 0.6, size=(400, 2))
-    z = rng.choice([-1.0, 1.0], 400) * rng.uniform(0.001, 0.015, 400)
-    P = np.column_stack([xy, z])
-    d = sdf.signed_distance(P, V, F, local_band=0.02)
-    np.testing.assert_allclose(d, z, atol=1e-12)  # local side of the sheet: front +, behind -
-    np.testing.assert_allclose(sdf.signed_distance(P, V, F, sign="pseudonormal"), z, atol=1e-12)
-    # the winding number of a flat open sheet is below 0.5 on both sides: it encloses nothing
-    w = sdf.winding_number(P, V, F)
-    assert (w[z > 0] < 0).all() and (w[z < 0] < 0.5).all() and (w[z < 0] > 0.3).all()
-    assert (sdf.signed_distance(P, V, F, sign="winding") > 0).all()
-    # beyond the band, and beyond the boundary, the winding number decides: outside
-    far = np.column_stack([xy, -0.3 * np.ones(len(xy))])
-    assert (sdf.signed_distance(far, V, F, local_band=0.02) > 0).all()
-    beyond = np.column_stack([1.0 + rng.uniform(0.001, 0.01, 50), rng.uniform(-0.5, 0.5, 50), -0.005 * np.ones(50)])
-    assert (sdf.signed_distance(beyond, V, F) > 0).all()
-    assert (sdf.signed_distance(beyond, V, F, sign="pseudonormal") < 0).all()  # pseudonormal extends the plane
-
-
-def test_open_sphere_is_closed_by_the_winding_cap():
-    """A sphere with its top cap cut off: inside exactly below the flat disc that spans the hole."""
-    r, h = 0.8, 0.5
-    V, F = sphere(4, r)
-    F = F[V[F][:, :, 2].max(axis=1) < h]
-    rim = V[sdf.edge_report(F, len(V)).irregular_edges.ravel()][:, 2]  # a jagged loop: z in [rim_lo, rim_hi]
-    rng = np.random.default_rng(4)
-    P = sdf.sample_ball(20000, rng)
-    d = sdf.signed_distance(P, V, F)
-    radial = np.linalg.norm(P, axis=1) - r
-    clear = (np.abs(radial) > 0.01) & ((P[:, 2] < rim.min() - 0.01) | (P[:, 2] > rim.max() + 0.01))
-    expected_inside = (radial < 0) & (P[:, 2] < rim.min())
-    np.testing.assert_array_equal((d < 0)[clear], expected_inside[clear])
-    # the pseudonormal alone calls points between the disc and the missing cap inside
-    pn = sdf.signed_distance(P, V, F, sign="pseudonormal")
-    above_disc = clear & (radial < 0) & (P[:, 2] > rim.max())
-    assert above_disc.sum() > 20 and (pn[above_disc] < 0).mean() > 0.9
-
-
 def test_mesh_checks():
-    V, F = sphere(1, 0.5)
+    V, F = icosphere(1, 0.5)
     with pytest.raises(MorphableError, match="inwards"):
         sdf.check_mesh("inv", V, F[:, ::-1])
     bad = F.copy()
@@ -184,7 +65,7 @@ def test_mesh_checks():
 @pytest.fixture(scope="module")
 def sphere_samples():
     r = 0.8
-    V, F = sphere(5, r)
+    V, F = icosphere(5, r)
     mask = V[:, 2] > 0.2
     samples = sdf.precompute_sdf_samples(V, F, mask, n_surface=20000, n_near=20000, n_ball=20000, seed=5)
     return r, V, F, mask, samples
@@ -207,28 +88,6 @@ def test_surface_samples_lie_on_the_surface_with_analytic_normals(sphere_samples
     z = s.nonface_points[:, 2]
     lo = z.min()
     assert abs(np.mean(z < (lo + 0.2) / 2) - 0.5) < 0.03
-
-
-def test_barycentric_sampling_is_uniform_and_area_weighted():
-    # two triangles of areas 1/2 and 3/2: a quarter of the samples on the first, uniform inside each
-    V = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [2, 0, 0], [2, 3, 0]], dtype=np.float64)
-    F = np.array([[0, 1, 2], [1, 3, 4]])
-    pts, nrm = sdf.sample_surface(V, F, 40000, np.random.default_rng(0))
-    first = pts[:, 0] + pts[:, 1] <= 1 + 1e-12
-    assert abs(first.mean() - 0.25) < 0.01
-    np.testing.assert_allclose(pts[first].mean(0), V[F[0]].mean(0), atol=0.005)
-    np.testing.assert_allclose(pts[~first].mean(0), V[F[1]].mean(0), atol=0.01)
-    # uniform in a triangle: the fraction in the corner sub-triangle (half the edge lengths) is 1/4
-    assert abs((pts[first][:, 0] + pts[first][:, 1] < 0.5).mean() - 0.25) < 0.015
-    np.testing.assert_allclose(nrm, np.broadcast_to([0, 0, 1.0], nrm.shape), atol=1e-12)
-
-
-def test_face_region_majority_vote():
-    F = np.array([[0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 5]])
-    mask = np.array([1, 1, 0, 0, 1, 0])
-    np.testing.assert_array_equal(sdf.face_region(F, mask), [True, False, False, False])
-    np.testing.assert_array_equal(sdf.face_region(F, mask.astype(bool) | (np.arange(6) == 3)),
-                                  [True, True, True, True])
 
 
 def test_near_surface_sdf_matches_the_perturbation(sphere_samples):
@@ -256,7 +115,7 @@ def test_ball_points_fill_the_unit_ball(sphere_samples):
 
 
 def test_precompute_is_deterministic_and_checks_input():
-    V, F = sphere(2, 0.7)
+    V, F = icosphere(2, 0.7)
     mask = np.zeros(len(V), dtype=bool)
     a = sdf.precompute_sdf_samples(V, F, mask, n_surface=300, n_near=300, n_ball=200, seed=1)
     b = sdf.precompute_sdf_samples(V, F, mask, n_surface=300, n_near=300, n_ball=200, seed=1)
@@ -289,7 +148,7 @@ def test_subsample_draws_stored_rows(sphere_samples):
     again = sdf.subsample(s, generator=torch.Generator().manual_seed(0))
     assert all(torch.equal(batch[k], again[k]) for k in batch)
     # an empty region hands its share to the other one
-    V, F = sphere(2, 0.7)
+    V, F = icosphere(2, 0.7)
     one = sdf.precompute_sdf_samples(V, F, np.ones(len(V)), n_surface=100, n_near=100, n_ball=50)
     b1 = sdf.subsample(one, sdf.SubsampleCounts(face=30, nonface=10, ball=5))
     assert b1["surface_points"].shape == (40, 3) and b1["surface_is_face"].all() and b1["near_sdf"].shape == (80,)
@@ -334,7 +193,7 @@ def test_save_load_round_trip_and_broken_files(tmp_path, sphere_samples):
 
 
 def _two_spheres():
-    V, F = sphere(2, 5.0)
+    V, F = icosphere(2, 5.0)
     return [("small", V + [1.0, 2.0, 3.0], F, V[:, 2] > 0), ("big", 2 * V - [1.0, 0.0, 0.0], F, V[:, 2] > 0)]
 
 
@@ -420,26 +279,3 @@ def test_dataset_errors(tmp_path):
     (out / "sdf_dataset.json").write_text('{"unit": "mm"}')
     with pytest.raises(MorphableError, match="malformed"):
         sdf.SdfDataset(out)
-
-
-# --------------------------------------------------------------------------- real data
-
-
-def test_ict_skin_open_scan_signs():
-    """The ICT skin (open at the neck, eyes and mouth) behaves like a closed head."""
-    data = np.load(require(ICT_NPZ))
-    F = data["triangles"].astype(np.int64)
-    F = F[(F < 11248).all(axis=1)]
-    V, _ = sdf.normalise_to_unit_sphere(data["neutral"][:11248].astype(np.float64))
-    report = sdf.check_mesh("ict", V, F)
-    assert report.n_open_edges > 0
-    rng = np.random.default_rng(6)
-    pts, nrm = sdf.sample_surface(V, F, 3000, rng)
-    offset = rng.choice([-1.0, 1.0], 3000) * rng.uniform(0.0005, 0.004, 3000)
-    d = sdf.signed_distance(pts + offset[:, None] * nrm, V, F)
-    assert (np.sign(d) == np.sign(offset)).mean() > 0.995  # the side of the skin the point is on
-    assert np.abs(np.abs(d) - np.abs(offset)).mean() < 2e-4
-    centre = V[:9409].mean(0) - [0, 0, 0.3]  # well inside the skull
-    far = np.array([[0, 0, 0.99], [0, -0.99, 0], [0.99, 0, 0], [0, 0, -0.99]])
-    d2 = sdf.signed_distance(np.vstack([centre, far]), V, F)
-    assert d2[0] < -0.1 and (d2[1:] > 0).all()

@@ -66,7 +66,7 @@ def test_ordered_rings_match_naive_walk_and_orientation(mesh):
 def test_spiralnet_matches_reference_loop(length, dilation):
     v, f = head_with_eyes(2)
     n = len(v)
-    spirals = spiralnet_spirals(f, n, length, dilation, vertices=v)
+    spirals = spiralnet_spirals(f, n, length, dilation)
     assert spirals.shape == (n, length) and spirals.dtype == np.int64
     rings = {i: _naive_ring(f, i) for i in range(n)}
     for s in range(n):
@@ -81,27 +81,24 @@ def test_spirals_do_not_depend_on_face_order():
     v, f = open_cap(2)
     rng = np.random.default_rng(0)
     shuffled = np.stack([np.roll(face, k) for face, k in zip(f[rng.permutation(len(f))], rng.integers(0, 3, len(f)))])
-    a = spiralnet_spirals(f, len(v), 16, 1, vertices=v)
-    np.testing.assert_array_equal(a, spiralnet_spirals(shuffled, len(v), 16, 1, vertices=v))
-    np.testing.assert_array_equal(a, spiralnet_spirals(f, len(v), 16, 1, vertices=v))
+    a = spiralnet_spirals(f, len(v), 16, 1)
+    np.testing.assert_array_equal(a, spiralnet_spirals(shuffled, len(v), 16, 1))
+    np.testing.assert_array_equal(a, spiralnet_spirals(f, len(v), 16, 1))
     np.testing.assert_array_equal(neural3dmm_spirals(v, f, 2, 1), neural3dmm_spirals(v, shuffled, 2, 1))
 
 
-def test_spiralnet_falls_back_to_nearest_vertices_on_small_components():
-    tet_v = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+def test_spiralnet_falls_back_to_nearest_indices_on_small_components():
     tet_f = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
     far_v, far_f = icosphere(1)
-    v = np.concatenate([tet_v, far_v * 0.5 + [3.0, 0, 0]])
-    f = np.concatenate([tet_f, far_f + 4])
-    spirals = spiralnet_spirals(f, len(v), 9, 1, vertices=v)
+    f = np.concatenate([far_f + 4, tet_f])  # the tetrahedron is vertices 0..3, the sphere 4..45
+    spirals = spiralnet_spirals(f, 4 + len(far_v), 9, 1)
     for s in range(4):
         row = spirals[s].tolist()
         assert row[0] == s and set(row[:4]) == {0, 1, 2, 3}
-        dist = np.linalg.norm(v[4:] - v[s], axis=1)
-        assert min(row[4:]) >= 4 and len(set(row[4:])) == 5
-        np.testing.assert_allclose(np.sort(np.linalg.norm(v[row[4:]] - v[s], axis=1)), np.sort(dist)[:5])
+        assert sorted(row[4:]) == [4, 5, 6, 7, 8]  # the five indices nearest to s outside its spiral
+    assert (spirals[4:] >= 4).all()  # the sphere's spirals stay on the sphere
     # A mesh with fewer vertices than the spiral repeats its spiral.
-    small = spiralnet_spirals(tet_f, 4, 9, 1, vertices=tet_v)
+    small = spiralnet_spirals(tet_f, 4, 9, 1)
     assert small.shape == (4, 9) and (small[:, 4:8] == small[:, 0:4]).all()
 
 

@@ -3,13 +3,12 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
-import torch
 
 from mesh_fixtures import head_with_eyes, icosphere, open_cap
 from morphable.mesh import topology
-from morphable.mesh.topology import (adjacency, boundary_edges, boundary_vertices, chebyshev_laplacian,
-                                     connected_components, edge_face_counts, edges, face_normals,
-                                     normalized_laplacian, to_torch_sparse, vertex_faces)
+from morphable.mesh.topology import (adjacency, boundary_edges, chebyshev_laplacian, connected_components,
+                                     edge_report, edges, face_normals, face_region, normalized_laplacian,
+                                     vertex_faces)
 
 
 def _naive_edge_counts(faces):
@@ -22,13 +21,23 @@ def _naive_edge_counts(faces):
     return counts
 
 
-def test_edges_and_face_counts_match_naive_loop():
+def test_edges_and_edge_report_match_naive_loop():
     v, f = open_cap(2)
+    # a non-manifold fin on the first edge and one face listed twice in the same orientation
+    f = np.concatenate([f, [[f[0, 0], f[0, 1], len(v)]], f[-1:]])
     naive = _naive_edge_counts(f)
-    e, counts = edge_face_counts(f)
-    assert [tuple(x) for x in e.tolist()] == sorted(naive)
-    assert counts.tolist() == [naive[k] for k in sorted(naive)]
-    np.testing.assert_array_equal(edges(f), e)
+    assert [tuple(x) for x in edges(f).tolist()] == sorted(naive)
+    report = edge_report(f, len(v) + 1)
+    assert report.n_open_edges == sum(c == 1 for c in naive.values()) > 0
+    assert report.n_nonmanifold_edges == sum(c > 2 for c in naive.values()) > 0
+    assert [tuple(x) for x in report.irregular_edges.tolist()] == sorted(k for k, c in naive.items() if c != 2)
+    irregular = {i for k, c in naive.items() if c != 2 for i in k}
+    assert set(np.nonzero(report.irregular_vertices)[0].tolist()) == irregular
+    directed = [(face[k], face[(k + 1) % 3]) for face in f.tolist() for k in range(3)]
+    assert report.flipped_edges == sum(directed.count(d) > 1 for d in set(directed)) > 0
+    assert not report.closed
+    closed = edge_report(icosphere(1)[1], 42)
+    assert closed.closed and closed.flipped_edges == 0 and not closed.irregular_vertices.any()
     # Euler characteristic of a closed genus-0 surface: V - E + F = 2.
     vs, fs = icosphere(2)
     assert len(vs) - len(edges(fs)) + len(fs) == 2
@@ -42,8 +51,7 @@ def test_boundary_edges_follow_face_orientation():
     directed = {(face[k], face[(k + 1) % 3]) for face in f.tolist() for k in range(3)}
     for a, c in b.tolist():
         assert (a, c) in directed and (c, a) not in directed
-    mask = boundary_vertices(f, len(v))
-    assert set(np.nonzero(mask)[0].tolist()) == set(b.ravel().tolist())
+    mask = np.bincount(b.ravel(), minlength=len(v)) > 0
     # One boundary loop: every boundary vertex has exactly one outgoing boundary half-edge.
     assert np.bincount(b[:, 0], minlength=len(v))[mask].tolist() == [1] * mask.sum()
     assert len(boundary_edges(icosphere(1)[1])) == 0
@@ -94,17 +102,19 @@ def test_laplacians_match_dense_construction_and_spectrum():
     assert isinstance(cheb, sp.csr_matrix)
 
 
-def test_face_normals_and_torch_sparse():
+def test_face_normals():
     v, f = icosphere(1)
     tri = v[f]
     np.testing.assert_allclose(face_normals(v, f), np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]))
     # Outward orientation of the icosphere: normals point away from the centre.
     assert ((face_normals(v, f) * tri.mean(axis=1)).sum(axis=1) > 0).all()
-    cheb = chebyshev_laplacian(f, len(v))
-    t = to_torch_sparse(cheb, dtype=torch.float64)
-    x = np.random.default_rng(0).normal(size=(len(v), 4))
-    np.testing.assert_allclose((t @ torch.from_numpy(x)).numpy(), cheb @ x, atol=1e-12)
-    assert to_torch_sparse(cheb).dtype == torch.float32 and t.is_coalesced()
+
+
+def test_face_region_majority_vote():
+    f = np.array([[0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 5]])
+    mask = np.array([1, 1, 0, 0, 1, 0])
+    np.testing.assert_array_equal(face_region(f, mask), [True, False, False, False])
+    np.testing.assert_array_equal(face_region(f, mask.astype(bool) | (np.arange(6) == 3)), [True, True, True, True])
 
 
 def _triangulated_grid(n: int, spacing: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

@@ -1,17 +1,18 @@
-"""Mesh, array and weight files.
+"""Mesh, array and weight files, units and the cache folder.
 
-* OBJ: our own reader of ``v`` and ``f`` lines. Vertex order is kept exactly as in the file
-  (trimesh re-orders the vertices of OBJ files that carry UVs, which breaks correspondence).
+* OBJ: our own reader of ``v``, ``vt`` and ``f`` lines. Vertex order is kept exactly as in the file
+  (trimesh re-orders the vertices of OBJ files that carry UVs, which breaks correspondence); texture
+  coordinates are a separate table indexed per face corner, so a vertex may have several UVs.
   Polygons are split into triangles as fans ``(v0, vi, vi+1)``.
 * PLY: our own reader of ASCII and binary (little/big endian) files. A header parse plus one
   ``numpy.frombuffer`` call per element is 5-20x faster than a general reader on the small
   COMA-sized files that datasets hold by the thousand, and it lets every problem be reported as
   one line naming the file.
-* Writing: binary little-endian PLY with optional per-vertex colours, and OBJ.
+* Writing: binary little-endian PLY with optional per-vertex colours, and OBJ with optional UVs.
 * Weights: safetensors only (never pickle). JSON for configs and metrics.
 
-Every write goes to a temporary file next to the target and is renamed into place, so an
-interrupted run never leaves a half-written file behind.
+Every write goes to a temporary file (or folder, :func:`atomic_folder`) next to the target and is
+renamed into place, so an interrupted run never leaves a half-written file behind.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +31,29 @@ import numpy as np
 from morphable.errors import input_error
 
 MESH_SUFFIXES = (".ply", ".obj")
+UNIT_TO_MM = {"m": 1000.0, "cm": 10.0, "mm": 1.0}
+"""Length units of data sets and the factor that turns a length in that unit into millimetres."""
 
 
 @dataclass
 class Mesh:
-    """A triangle mesh: ``vertices (V, 3)`` float64 and ``faces (F, 3)`` int64."""
+    """A triangle mesh: ``vertices (V, 3)`` float64 and ``faces (F, 3)`` int64.
+
+    Texture coordinates, when the file has them: ``uvs (T, 2)`` float64 and ``face_uvs (F, 3)`` int64
+    (corner ``k`` of face ``f`` has UV ``uvs[face_uvs[f, k]]``); both None otherwise.
+    """
 
     vertices: np.ndarray
     faces: np.ndarray
+    uvs: np.ndarray | None = None
+    face_uvs: np.ndarray | None = None
+
+
+def cache_dir(*parts: str) -> Path:
+    """``$MORPHABLE_CACHE/<parts>``, or ``~/.cache/morphable/<parts>`` when the variable is unset or
+    empty. The folder is not created (writers create it when they first store something)."""
+    root = os.environ.get("MORPHABLE_CACHE") or Path.home() / ".cache" / "morphable"
+    return Path(root).joinpath(*parts)
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -65,6 +82,37 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``path``; it becomes ``path`` only if the block succeeds.
+
+    An existing ``path`` (checked by the caller: overwrite or not) is moved aside, the new folder is
+    renamed into place and the old one deleted; a failed block deletes the temporary folder and leaves
+    ``path`` as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
+        if not (path.exists() or path.is_symlink()):
+            os.replace(tmp, path)
+            return
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+        os.replace(path, old / path.name)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            os.replace(old / path.name, path)
+            raise
+        finally:
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
@@ -86,10 +134,12 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def read_obj(path: str | os.PathLike) -> Mesh:
-    """Read the ``v`` and ``f`` lines of an OBJ file, keeping the vertex order of the file.
+    """Read the ``v``, ``vt`` and ``f`` lines of an OBJ file, keeping the vertex order of the file.
 
     Face entries may be ``i``, ``i/t``, ``i//n`` or ``i/t/n``; negative (relative) indices are
-    resolved. Polygons with n > 3 corners become n - 2 fan triangles.
+    resolved. Polygons with n > 3 corners become n - 2 fan triangles, for the vertex and the UV
+    indices alike. UVs (the first two numbers of each ``vt`` line) are kept when the faces index them;
+    every face must then give a UV for every corner.
     """
     path = Path(path)
     try:
@@ -99,28 +149,71 @@ def read_obj(path: str | os.PathLike) -> Mesh:
     except UnicodeDecodeError:
         raise input_error(path, "not a text OBJ file") from None
     vertex_lines: list[str] = []
+    uv_lines: list[str] = []
     faces: list[tuple[int, int, int]] = []
+    face_uvs: list[tuple[int, int, int]] = []
+    faces_without_uvs = 0
     for line in text.splitlines():
         if line.startswith("v "):
             vertex_lines.append(line[2:])
+        elif line.startswith("vt "):
+            uv_lines.append(line[3:])
         elif line.startswith("f "):
-            corners = []
-            for token in line[2:].split():
-                index = int(token.split("/", 1)[0])
-                corners.append(index - 1 if index > 0 else len(vertex_lines) + index)
-            for i in range(1, len(corners) - 1):
-                faces.append((corners[0], corners[i], corners[i + 1]))
+            try:
+                corners, uv_corners = _obj_face(line[2:], len(vertex_lines), len(uv_lines))
+            except ValueError:
+                raise input_error(path, f"malformed face line '{line.strip()}'") from None
+            faces.extend(_fan(corners))
+            if uv_corners is None:
+                faces_without_uvs += 1
+            else:
+                face_uvs.extend(_fan(uv_corners))
     if not vertex_lines:
         raise input_error(path, "no vertices ('v' lines) found")
-    try:
-        vertices = np.array([line.split()[:3] for line in vertex_lines], dtype=np.float64)
-    except ValueError:
-        raise input_error(path, "malformed vertex line") from None
-    if vertices.ndim != 2 or vertices.shape[1] != 3:
-        raise input_error(path, "vertex lines must have three coordinates")
+    vertices = _number_table(path, vertex_lines, 3, "vertex")
     face_array = np.array(faces, dtype=np.int64).reshape(-1, 3)
     _check_faces(path, face_array, len(vertices))
-    return Mesh(vertices, face_array)
+    if not face_uvs:
+        return Mesh(vertices, face_array)
+    if faces_without_uvs:
+        raise input_error(path, f"{faces_without_uvs} faces have no texture coordinates while others have")
+    uvs = _number_table(path, uv_lines, 2, "texture coordinate ('vt')")
+    uv_array = np.array(face_uvs, dtype=np.int64).reshape(-1, 3)
+    if uv_array.min() < 0 or uv_array.max() >= len(uvs):
+        raise input_error(path, f"texture coordinate index out of range (file has {len(uvs)} 'vt' lines)")
+    return Mesh(vertices, face_array, uvs, uv_array)
+
+
+def _obj_face(entries: str, n_vertices: int, n_uvs: int) -> tuple[list[int], list[int] | None]:
+    """0-based vertex and UV indices of the corners of one ``f`` line (UVs None when it has none)."""
+    corners: list[int] = []
+    uv_corners: list[int] = []
+    for token in entries.split():
+        parts = token.split("/")
+        index = int(parts[0])
+        corners.append(index - 1 if index > 0 else n_vertices + index)
+        if len(parts) > 1 and parts[1]:
+            uv = int(parts[1])
+            uv_corners.append(uv - 1 if uv > 0 else n_uvs + uv)
+    if len(corners) < 3 or (uv_corners and len(uv_corners) != len(corners)):
+        raise ValueError
+    return corners, (uv_corners or None)
+
+
+def _fan(corners: list[int]) -> list[tuple[int, int, int]]:
+    """Fan triangles ``(c0, ci, ci+1)`` of a polygon."""
+    return [(corners[0], corners[i], corners[i + 1]) for i in range(1, len(corners) - 1)]
+
+
+def _number_table(path: Path, lines: list[str], width: int, what: str) -> np.ndarray:
+    """The first ``width`` numbers of each line as a float64 ``(len(lines), width)`` array."""
+    rows = [line.split()[:width] for line in lines]
+    if any(len(row) != width for row in rows):
+        raise input_error(path, f"{what} lines must have at least {width} numbers")
+    try:
+        return np.array(rows, dtype=np.float64).reshape(-1, width)
+    except ValueError:
+        raise input_error(path, f"malformed {what} line") from None
 
 
 # --------------------------------------------------------------------------- PLY
@@ -361,19 +454,35 @@ def write_ply(
             f.write(face_table.tobytes())
 
 
-def write_obj(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray) -> None:
-    """Write a plain OBJ with ``v`` and ``f`` lines (atomically)."""
+def write_obj(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray | None = None,
+              face_uvs: np.ndarray | None = None) -> None:
+    """Write an OBJ with ``v`` and ``f`` lines, and with ``uvs (T, 2)`` / ``face_uvs (F, 3)`` given, ``vt``
+    lines and ``f a/ta b/tb c/tc`` faces (atomically)."""
+    faces = np.asarray(faces, dtype=np.int64)
     lines = [f"v {x:.7g} {y:.7g} {z:.7g}" for x, y, z in np.asarray(vertices, dtype=np.float64)]
-    lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in np.asarray(faces, dtype=np.int64)]
+    if (uvs is None) != (face_uvs is None):
+        raise ValueError("give both uvs and face_uvs, or neither")
+    if uvs is None:
+        lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in faces]
+    else:
+        uvs, face_uvs = np.asarray(uvs, dtype=np.float64), np.asarray(face_uvs, dtype=np.int64)
+        if uvs.ndim != 2 or uvs.shape[1] != 2 or face_uvs.shape != faces.shape:
+            raise ValueError(f"uvs must be (T, 2) and face_uvs {faces.shape}, got {uvs.shape} and {face_uvs.shape}")
+        lines += [f"vt {u:.7g} {v:.7g}" for u, v in uvs]
+        lines += [f"f {a + 1}/{ta + 1} {b + 1}/{tb + 1} {c + 1}/{tc + 1}"
+                  for (a, b, c), (ta, tb, tc) in zip(faces, face_uvs)]
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 
 
 def write_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray,
-               colors: np.ndarray | None = None) -> None:
-    """Write a mesh as PLY or OBJ, chosen by the suffix of ``path``."""
+               colors: np.ndarray | None = None, uvs: np.ndarray | None = None,
+               face_uvs: np.ndarray | None = None) -> None:
+    """Write a mesh as PLY (with optional colours) or OBJ (with optional UVs), chosen by the suffix of ``path``."""
     if Path(path).suffix.lower() == ".obj":
-        write_obj(path, vertices, faces)
+        write_obj(path, vertices, faces, uvs, face_uvs)
+    elif uvs is not None or face_uvs is not None:
+        raise ValueError(f"{path}: per-corner UVs can only be written to .obj files")
     else:
         write_ply(path, vertices, faces, colors)
 

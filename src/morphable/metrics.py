@@ -11,6 +11,8 @@ Surfaces (NPHM protocol): points sampled on both surfaces, Euclidean nearest-nei
     Chamfer-L1   = (accuracy + completeness) / 2
     normal consistency = mean of |<n_p, n_nn(p)>| over both directions
     F-score@t    = 2 P R / (P + R), P = share of pred points within t of gt, R the reverse.
+Meshes are compared through :data:`METRIC_SAMPLES` area-weighted samples of each
+(:func:`region_metrics`, for the face region and the whole head).
 """
 
 from __future__ import annotations
@@ -82,4 +84,40 @@ def surface_metrics(pred_points: np.ndarray, pred_normals: np.ndarray | None, gt
         recall = float((d_gt <= t).mean())
         score = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
         out[f"fscore_{t:g}mm"] = score
+    return out
+
+
+METRIC_SAMPLES = 1_000_000
+"""Surface samples per mesh for the metrics. The metrics have a floor that depends on the sample count: a
+perfect reconstruction of an ICT-FaceKit head scores Chamfer-L1 0.72 mm at 100k samples, 0.31 mm at 500k
+and 0.23 mm at 1M. The thesis samples 2.5M."""
+
+
+def region_metrics(pred: tuple[np.ndarray, np.ndarray], gt: tuple[np.ndarray, np.ndarray],
+                   gt_region_mask: np.ndarray | None, to_mm: float, n_samples: int = METRIC_SAMPLES,
+                   seed: int = 0) -> dict[str, dict[str, float]]:
+    """``{"face": ..., "head": ...}`` :func:`surface_metrics` of a predicted mesh against a ground-truth mesh.
+
+    Both meshes are sampled with :func:`morphable.mesh.sampling.sample_surface` (seeds ``seed`` and
+    ``seed + 1``), with the face normals of the sampled triangles (as NPHM's evaluation).
+
+    Args:
+        pred, gt: ``(vertices (V, 3), faces (F, 3))`` in the same unit.
+        gt_region_mask: ``(V_gt,)`` face-region vertices (a gt triangle is in the face region when at
+            least two corners are); None: the whole mesh. The face region of the prediction is the set
+            of its samples whose nearest gt sample is a face sample.
+        to_mm: unit -> millimetres factor.
+        n_samples: samples per mesh.
+    """
+    from morphable.mesh.sampling import sample_surface
+    from morphable.mesh.topology import face_region
+
+    p = sample_surface(*pred, n_samples, seed)
+    g = sample_surface(*gt, n_samples, seed + 1)
+    out = {"head": surface_metrics(p.points, p.face_normals, g.points, g.face_normals, to_mm)}
+    g_face = np.ones(len(g.points), bool) if gt_region_mask is None else face_region(gt[1], gt_region_mask)[g.face_ids]
+    _, nearest = nearest_neighbours(p.points, g.points)
+    p_face = g_face[nearest]
+    out["face"] = surface_metrics(p.points[p_face], p.face_normals[p_face], g.points[g_face], g.face_normals[g_face],
+                                  to_mm)
     return out

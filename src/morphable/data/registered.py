@@ -9,9 +9,9 @@ Sources, all read into one :class:`RegisteredDataset` with vertices ``(N, V, 3)`
 
 Files are always sorted by their relative path (the reference code used an unsorted glob, which made
 its splits depend on the file system). Every dataset declares its unit: from ``dataset.json`` in the
-root (``{"unit": "m"}``) or from the caller. After the first load the stacked array is cached
-(``$MORPHABLE_CACHE`` or ``~/.cache/morphable``), keyed by the files' paths, sizes and modification
-times, so the cache is invalidated when any file changes.
+root (``{"unit": "m"}``) or from the caller. After the first load the stacked array is cached in
+``cache_dir("datasets")`` (:func:`morphable.io.cache_dir`), keyed by the files' paths, sizes and
+modification times, so the cache is invalidated when any file changes.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -28,9 +26,9 @@ from typing import Sequence
 import numpy as np
 
 from morphable.errors import MorphableError, input_error
-from morphable.io import MESH_SUFFIXES, Mesh, atomic_path, read_mesh, write_json, write_ply
+from morphable.io import (MESH_SUFFIXES, UNIT_TO_MM, Mesh, atomic_folder, atomic_path, cache_dir, read_mesh,
+                          write_json, write_ply)
 
-UNIT_TO_MM = {"m": 1000.0, "cm": 10.0, "mm": 1.0}
 DATASET_FILE = "dataset.json"
 PROTOCOLS = ("interpolation", "extrapolation", "identity")
 
@@ -134,10 +132,6 @@ def _read_dataset_info(root: Path) -> dict:
     return info
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("MORPHABLE_CACHE", Path.home() / ".cache" / "morphable")) / "datasets"
-
-
 def _cache_key(root: Path, files: list[Path]) -> str:
     digest = hashlib.sha1(str(root.resolve()).encode())
     for f in files:
@@ -148,7 +142,7 @@ def _cache_key(root: Path, files: list[Path]) -> str:
 
 def _load_stack(root: Path, files: list[Path], rel: list[Path], use_cache: bool,
                 progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    cache = _cache_dir() / f"{_cache_key(root, files)}.npz" if use_cache else None
+    cache = cache_dir("datasets") / f"{_cache_key(root, files)}.npz" if use_cache else None
     if cache is not None and cache.exists():
         try:
             with np.load(cache, allow_pickle=False) as data:
@@ -218,17 +212,15 @@ def write_coma_layout(out_dir: str | os.PathLike, vertices: np.ndarray, faces: n
                       metadata: dict | None = None, overwrite: bool = False, progress: bool = True) -> Path:
     """Write meshes as ``<out>/<subject>/<expression>/<frame>.ply`` plus ``dataset.json``.
 
-    The folder is written under a temporary name and renamed at the end, so an interrupted call
-    leaves nothing half-written. ``frames`` that are integers are written as ``%04d``.
+    The folder is written under a temporary name and renamed at the end (:func:`morphable.io.atomic_folder`),
+    so an interrupted call leaves nothing half-written. ``frames`` that are integers are written as ``%04d``.
     """
     out = Path(out_dir)
     check_unit(unit, out)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise input_error(out, "output folder exists and is not empty (use --overwrite)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         items = range(len(vertices))
         if progress and len(vertices) > 200:
             from tqdm import tqdm
@@ -238,12 +230,6 @@ def write_coma_layout(out_dir: str | os.PathLike, vertices: np.ndarray, faces: n
             frame = frames[i] if isinstance(frames[i], str) else f"{int(frames[i]):04d}"
             write_ply(tmp / subjects[i] / expressions[i] / f"{frame}.ply", vertices[i], faces)
         write_json(tmp / DATASET_FILE, {"format": "coma-layout", "unit": unit, **(metadata or {})})
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
 
 

@@ -14,31 +14,15 @@ Pipeline (thesis section 5.1.2, after DeepSDF):
    ``sigma * chi_3``) for ``sigma = 0.0025`` and ``0.00025`` (unit-sphere units), with the exact SDF.
 4. **Ball points** uniform in the unit ball, with the exact SDF.
 
-Signed distance (``sign="auto"``): the magnitude is the exact Euclidean distance to the triangles
-(libigl AABB tree). The sign:
-
-* closed, manifold, consistently oriented mesh: the angle-weighted pseudonormal test at the closest
-  point (exact, Baerentzen & Aanaes); the generalised winding number would agree everywhere.
-* open scan: the generalised winding number ``w(p)`` (libigl fast winding number; ``w = 1`` inside and
-  ``0`` outside a closed surface, jumping by 1 across the scan). Points with ``w >= 0.5`` are inside:
-  this treats the scan as if its holes were closed by the caps ``{w = 0.5}``, soap-film-like surfaces
-  spanning each hole. Where the scan is nearly flat or the point sees it under a small solid angle,
-  ``w`` stays near 0.5 on the back side and is no guide, so within ``local_band`` of the scan, when
-  the closest point is not on the open boundary, the local side of the scan (pseudonormal test) decides.
-  Near-surface samples therefore always get the side of the scan they lie on.
-
-Limits for open scans: the caps are only implicit (distance magnitudes are to the scan, not to the
-caps, so the field jumps from ``+d`` to ``-d`` across a cap); a flat open sheet encloses nothing, so
-beyond ``local_band`` behind it points are outside; hole-caps of very large openings (a face-only mask)
-are guesses; faces must be consistently oriented with outward normals.
+Signed distances (exact magnitudes, signs robust to open scans) come from
+:func:`morphable.mesh.distance.signed_distance`, surface points from
+:func:`morphable.mesh.sampling.sample_surface`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,17 +31,18 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 
-from morphable.data.registered import UNIT_TO_MM, check_unit
-from morphable.errors import MorphableError, input_error
-from morphable.io import atomic_path, read_json, write_json
+from morphable.data.registered import check_unit
+from morphable.errors import input_error
+from morphable.io import UNIT_TO_MM, atomic_folder, atomic_path, read_json, write_json
+from morphable.mesh.distance import SignMethod, signed_distance
 from morphable.mesh.normals import vertex_normals
+from morphable.mesh.sampling import sample_surface
+from morphable.mesh.topology import EdgeReport, edge_report, face_region
 
 SIGMAS = (0.0025, 0.00025)
 DEFAULT_RADIUS = 0.9
 DATASET_JSON = "sdf_dataset.json"
 FORMAT_VERSION = 1
-
-SignMethod = Literal["auto", "pseudonormal", "winding"]
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -102,46 +87,7 @@ class Similarity:
         return cls(float(d["scale"]), tuple(float(c) for c in d["translation"]))
 
 
-def normalise_to_unit_sphere(vertices: np.ndarray, radius: float = DEFAULT_RADIUS) -> tuple[np.ndarray, Similarity]:
-    """Centre ``vertices (V, 3)`` at their bounding-box centre and scale the bounding sphere to ``radius``.
-
-    Returns:
-        ``normalised (V, 3)`` float64 and the :class:`Similarity` that produced it.
-    """
-    sim = Similarity.fit([vertices], radius)
-    return sim.apply(vertices), sim
-
-
 # --------------------------------------------------------------------------- mesh checks
-
-
-@dataclass(frozen=True)
-class EdgeReport:
-    """Edge statistics of a triangle mesh: ``irregular_vertices`` are the corners of edges that do not
-    have exactly two incident faces (open boundary or non-manifold); ``flipped_edges`` counts directed
-    edges used twice in the same direction (inconsistent orientation)."""
-
-    n_open_edges: int
-    n_nonmanifold_edges: int
-    flipped_edges: int
-    irregular_edges: np.ndarray  # (E, 2) sorted vertex pairs
-    irregular_vertices: np.ndarray  # (V,) bool
-
-    @property
-    def closed(self) -> bool:
-        return self.n_open_edges == 0 and self.n_nonmanifold_edges == 0
-
-
-def edge_report(faces: np.ndarray, n_vertices: int) -> EdgeReport:
-    """Count open, non-manifold and inconsistently oriented edges of ``faces (F, 3)``."""
-    directed = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).astype(np.int64)
-    _, directed_counts = np.unique(directed, axis=0, return_counts=True)
-    undirected, counts = np.unique(np.sort(directed, axis=1), axis=0, return_counts=True)
-    irregular = undirected[counts != 2]
-    irregular_vertices = np.zeros(n_vertices, dtype=bool)
-    irregular_vertices[irregular.reshape(-1)] = True
-    return EdgeReport(int((counts == 1).sum()), int((counts > 2).sum()), int((directed_counts > 1).sum()),
-                      irregular, irregular_vertices)
 
 
 def check_mesh(name: str, vertices: np.ndarray, faces: np.ndarray, region_mask: np.ndarray | None = None) -> EdgeReport:
@@ -176,163 +122,7 @@ def check_mesh(name: str, vertices: np.ndarray, faces: np.ndarray, region_mask: 
     return report
 
 
-# --------------------------------------------------------------------------- signed distance
-
-
-def winding_number(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Generalised winding number ``w(p) = (1 / 4 pi) sum_f Omega_f(p)`` (signed solid angles), via
-    libigl's fast (hierarchical, Barill et al. 2018) evaluation: ``(N, 3) -> (N,)`` float64."""
-    return igl_module().fast_winding_number(np.ascontiguousarray(vertices, dtype=np.float64),
-                                            np.ascontiguousarray(faces, dtype=np.int64),
-                                            np.ascontiguousarray(points, dtype=np.float64))
-
-
-def igl_module():
-    """Import libigl (a required dependency of the SDF data path) with a clear message when missing."""
-    try:
-        import igl
-    except ImportError:
-        raise MorphableError("SDF sampling needs libigl: pip install libigl") from None
-    return igl
-
-
-def _irregular_face_edges(faces: np.ndarray, report: EdgeReport) -> np.ndarray:
-    """``(F, 3)`` bool: is the edge opposite corner ``k`` of each face open or non-manifold."""
-    n = int(faces.max()) + 1
-    opposite = np.stack([faces[:, [1, 2]], faces[:, [2, 0]], faces[:, [0, 1]]], axis=1)
-    keys = np.sort(opposite, axis=2) @ np.array([n, 1], dtype=np.int64)
-    return np.isin(keys, report.irregular_edges @ np.array([n, 1], dtype=np.int64))
-
-
-def barycentric_coordinates(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
-                            tri_index: np.ndarray) -> np.ndarray:
-    """Barycentric coordinates ``(N, 3)`` of ``points (N, 3)`` in the plane of triangles ``faces[tri_index]``.
-
-    With ``e0 = b - a``, ``e1 = c - a``, ``e2 = p - a`` and ``d_ij = e_i . e_j``:
-    ``b1 = (d11 d20 - d01 d21) / D``, ``b2 = (d00 d21 - d01 d20) / D``, ``D = d00 d11 - d01^2``, and
-    ``(1 - b1 - b2, b1, b2)``; degenerate triangles (``D = 0``) use ``D = 1``.
-    """
-    f = faces[tri_index]
-    a = vertices[f[:, 0]]
-    e0, e1, e2 = vertices[f[:, 1]] - a, vertices[f[:, 2]] - a, points - a
-    d00, d01, d11 = (e0 * e0).sum(1), (e0 * e1).sum(1), (e1 * e1).sum(1)
-    d20, d21 = (e2 * e0).sum(1), (e2 * e1).sum(1)
-    den = d00 * d11 - d01 * d01
-    den = np.where(den > 0, den, 1.0)
-    b1 = (d11 * d20 - d01 * d21) / den
-    b2 = (d00 * d21 - d01 * d20) / den
-    return np.stack([1 - b1 - b2, b1, b2], axis=1)
-
-
-def _on_irregular_feature(closest: np.ndarray, tri_index: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
-                          irregular_edges: np.ndarray, irregular_vertices: np.ndarray,
-                          tol: float = 1e-7) -> np.ndarray:
-    """True where the closest point lies on an open/non-manifold edge or vertex.
-
-    Barycentric coordinates ``b`` of ``closest (N, 3)`` in triangle ``tri_index (N,)``: the point is on the
-    edge opposite corner ``k`` when ``b_k ~ 0`` and on corner ``k`` when ``b_k ~ 1``.
-    ``irregular_edges (F, 3)`` from :func:`_irregular_face_edges`, ``irregular_vertices (V,)``.
-    """
-    f = faces[tri_index]
-    bary = barycentric_coordinates(closest, vertices, faces, tri_index)
-    on_edge = (irregular_edges[tri_index] & (bary <= tol)).any(axis=1)
-    on_vertex = (irregular_vertices[f] & (bary >= 1 - tol)).any(axis=1)
-    return on_edge | on_vertex
-
-
-def signed_distance(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, *, sign: SignMethod = "auto",
-                    local_band: float = 0.02, chunk_size: int = 100_000, progress: bool = False) -> np.ndarray:
-    """Exact signed distance from ``points (N, 3)`` to the triangle mesh; negative inside.
-
-    Args:
-        points: ``(N, 3)`` query points.
-        vertices: ``(V, 3)``; faces: ``(F, 3)`` consistently oriented, outward normals.
-        sign: ``"auto"`` (pseudonormal for closed meshes; winding number with a local pseudonormal band
-            for open ones, see the module docstring), ``"pseudonormal"`` or ``"winding"`` (``w >= 0.5``
-            inside, everywhere).
-        local_band: for open meshes, distance within which the local side of the scan decides the sign.
-        chunk_size: points per libigl call (bounds memory; a progress bar counts chunks).
-        progress: show a tqdm bar when there is more than one chunk.
-
-    Returns:
-        ``(N,)`` float64 signed distances.
-    """
-    if sign not in ("auto", "pseudonormal", "winding"):
-        raise ValueError(f"unknown sign method {sign!r}")
-    igl = igl_module()
-    P = np.ascontiguousarray(points, dtype=np.float64)
-    V = np.ascontiguousarray(vertices, dtype=np.float64)
-    F = np.ascontiguousarray(faces, dtype=np.int64)
-    report = edge_report(F, len(V)) if sign == "auto" else None
-    local_side = report is not None and not report.closed
-    edge_flags = _irregular_face_edges(F, report) if local_side else None
-    starts = range(0, len(P), chunk_size)
-    if progress and len(starts) > 1:
-        from tqdm import tqdm
-
-        starts = tqdm(starts, desc="signed distance", unit="chunk", leave=False)
-    out = np.empty(len(P), dtype=np.float64)
-    for s in starts:
-        chunk = P[s:s + chunk_size]
-        if sign == "winding":
-            sq, _, _ = igl.point_mesh_squared_distance(chunk, V, F)
-            inside = winding_number(chunk, V, F) >= 0.5
-            out[s:s + len(chunk)] = np.where(inside, -1.0, 1.0) * np.sqrt(sq)
-            continue
-        dist, tri, closest, _ = igl.signed_distance(chunk, V, F, igl.SIGNED_DISTANCE_TYPE_PSEUDONORMAL)
-        if local_side:
-            use_winding = np.abs(dist) > local_band
-            near = np.nonzero(~use_winding)[0]
-            use_winding[near] = _on_irregular_feature(closest[near], tri[near], V, F, edge_flags,
-                                                      report.irregular_vertices)
-            which = np.nonzero(use_winding)[0]
-            if len(which):
-                inside = winding_number(chunk[which], V, F) >= 0.5
-                dist[which] = np.where(inside, -1.0, 1.0) * np.abs(dist[which])
-        out[s:s + len(chunk)] = dist
-    return out
-
-
 # --------------------------------------------------------------------------- sampling
-
-
-def face_region(faces: np.ndarray, region_mask: np.ndarray) -> np.ndarray:
-    """``(F,)`` bool: a triangle is in the face region when at least two of its corners are."""
-    return np.asarray(region_mask, dtype=bool)[faces].sum(axis=1) >= 2
-
-
-def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.random.Generator,
-                   normals: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Area-weighted uniform samples on a triangle mesh with interpolated vertex normals.
-
-    A triangle is drawn with probability proportional to its area, then barycentric coordinates
-    ``(1 - sqrt(r1), sqrt(r1) (1 - r2), sqrt(r1) r2)`` with ``r1, r2 ~ U(0, 1)`` are uniform on it.
-    Normals: ``normalise(sum_k b_k n_k)`` of the area-weighted vertex normals ``n_k`` (the face normal
-    where that sum vanishes).
-
-    Args:
-        vertices: ``(V, 3)``; faces: ``(F, 3)``; n: number of samples; rng: numpy generator.
-        normals: ``(V, 3)`` vertex normals (computed when omitted).
-
-    Returns:
-        ``points (n, 3)`` and unit ``normals (n, 3)``, float64.
-    """
-    V = np.asarray(vertices, dtype=np.float64)
-    if normals is None:
-        normals = vertex_normals(torch.from_numpy(V), torch.from_numpy(np.asarray(faces, dtype=np.int64))).numpy()
-    tri = V[faces]
-    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    area = np.linalg.norm(cross, axis=1)
-    cdf = np.cumsum(area)
-    which = np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), len(faces) - 1)
-    r1, r2 = np.sqrt(rng.random(n)), rng.random(n)
-    bary = np.stack([1 - r1, r1 * (1 - r2), r1 * r2], axis=1)
-    points = np.einsum("nk,nkd->nd", bary, tri[which])
-    nrm = np.einsum("nk,nkd->nd", bary, normals[faces[which]])
-    length = np.linalg.norm(nrm, axis=1, keepdims=True)
-    face_n = cross[which] / np.maximum(area[which], 1e-300)[:, None]
-    nrm = np.where(length > 1e-12, nrm / np.maximum(length, 1e-300), face_n)
-    return points, nrm
 
 
 def sample_ball(n: int, rng: np.random.Generator, radius: float = 1.0) -> np.ndarray:
@@ -447,7 +237,7 @@ def precompute_sdf_samples(vertices: np.ndarray, faces: np.ndarray, region_mask:
     For each ``sigma`` a fresh set of ``n_near`` surface samples is perturbed by ``N(0, sigma^2 I)``.
 
     Args:
-        vertices: ``(V, 3)`` already inside the unit ball (see :func:`normalise_to_unit_sphere`).
+        vertices: ``(V, 3)`` already inside the unit ball (see :class:`Similarity`).
         faces: ``(F, 3)`` consistently oriented (outward normals).
         region_mask: ``(V,)`` bool/int, nonzero for face-region vertices.
         n_surface, n_near, n_ball: surface samples, near samples per sigma level, ball samples.
@@ -475,9 +265,8 @@ def precompute_sdf_samples(vertices: np.ndarray, faces: np.ndarray, region_mask:
     near_counts = dict(zip(("face", "nonface"), _split(n_near, face_fraction, in_face.any(), (~in_face).any())))
 
     def surface(region: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-        if n == 0:
-            return np.zeros((0, 3)), np.zeros((0, 3))
-        return sample_surface(V, regions[region], n, rng, normals)
+        samples = sample_surface(V, regions[region], n, rng, normals)
+        return samples.points, samples.normals
 
     out: dict[str, np.ndarray] = {}
     for region in ("face", "nonface"):
@@ -570,7 +359,7 @@ def write_sdf_dataset(meshes: Sequence[tuple[str, np.ndarray, np.ndarray, np.nda
 
     Layout: ``<out_dir>/<name>.npz`` per shape (:meth:`SdfSamples.save`) and ``sdf_dataset.json`` with the
     names, the source unit, each shape's :class:`Similarity` and the settings. Everything is written
-    into a temporary sibling folder that is renamed to ``out_dir`` at the end.
+    into a temporary sibling folder that is renamed to ``out_dir`` at the end (:func:`morphable.io.atomic_folder`).
 
     Args:
         meshes: ``(name, vertices (V, 3), faces (F, 3), region_mask (V,))`` in source units; names are
@@ -613,9 +402,7 @@ def write_sdf_dataset(meshes: Sequence[tuple[str, np.ndarray, np.ndarray, np.nda
         raise ValueError(f"unknown normalisation {normalisation!r}")
     shared = Similarity.fit([p[1] for p in prepared], radius) if normalisation == "shared" else None
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as tmp:
         shapes = []
         items = enumerate(prepared)
         if progress:
@@ -636,16 +423,6 @@ def write_sdf_dataset(meshes: Sequence[tuple[str, np.ndarray, np.ndarray, np.nda
                     "sign": sign, "local_band": local_band, "seed": seed}
         write_json(tmp / DATASET_JSON, {"format_version": FORMAT_VERSION, "unit": unit, "settings": settings,
                                         "shapes": shapes})
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-            os.replace(out_dir, old / "data")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out_dir
 
 

@@ -23,17 +23,26 @@ import torch
 from torch import nn
 
 from morphable.config import AutoencoderConfig
+from morphable.errors import MorphableError
 from morphable.explicit.layers import ChebConv, Pool, SpiralConv
 from morphable.mesh.hierarchy import MeshHierarchy
+from morphable.mesh.spiral import level_spirals, spiral_settings
 
 ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU}
+CONVS = ("cheb", "spiral")
+
+
+def _unknown_conv(config: AutoencoderConfig) -> MorphableError:
+    return MorphableError(f"unknown conv {config.conv!r} (choose from {', '.join(CONVS)})")
 
 
 def _conv(config: AutoencoderConfig, hierarchy: MeshHierarchy, level: int, spirals: Sequence, c_in: int,
           c_out: int) -> nn.Module:
     if config.conv == "cheb":
         return ChebConv(c_in, c_out, config.cheb_k, hierarchy.laplacians[level])
-    return SpiralConv(c_in, c_out, torch.tensor(spirals[level], dtype=torch.long))  # own copy: safetensors refuses shared buffers
+    if config.conv == "spiral":  # each layer its own copy: safetensors refuses shared buffers
+        return SpiralConv(c_in, c_out, torch.tensor(spirals[level], dtype=torch.long))
+    raise _unknown_conv(config)
 
 
 def _pool(config: AutoencoderConfig, hierarchy: MeshHierarchy, fine: int, down: bool) -> nn.Module:
@@ -53,18 +62,29 @@ def _pool(config: AutoencoderConfig, hierarchy: MeshHierarchy, fine: int, down: 
         fusion_init=tuple(config.fusion_init), reference_positions=hierarchy.vertices[0])
 
 
-def spiral_indices(config: AutoencoderConfig, hierarchy: MeshHierarchy) -> list:
-    """Per-level spiral index arrays for spiral models (SpiralNet++ or Neural3DMM style)."""
-    if config.conv != "spiral":
-        return []
-    from morphable.mesh.spiral import neural3dmm_spirals, spiralnet_spirals
+def model_spiral_settings(config: AutoencoderConfig, n_levels: int) -> dict:
+    """The config's spiral settings per level (:func:`morphable.mesh.spiral.spiral_settings`): SpiralNet++
+    ``spiral_length`` and ``spiral_dilation``; Neural3DMM per-level ``spiral_hops`` and ``spiral_dilations``.
+    An unknown ``spiral_style`` raises :class:`MorphableError`."""
+    if config.spiral_style == "neural3dmm":
+        return spiral_settings(n_levels, "neural3dmm", dilation=config.spiral_dilations, hops=config.spiral_hops)
+    return spiral_settings(n_levels, config.spiral_style, config.spiral_length, config.spiral_dilation)
 
-    levels = len(hierarchy.vertices)
-    if config.spiral_style == "spiralnet":
-        return [spiralnet_spirals(hierarchy.faces[l], len(hierarchy.vertices[l]), config.spiral_length,
-                                  config.spiral_dilation) for l in range(levels)]
-    return [neural3dmm_spirals(hierarchy.vertices[l], hierarchy.faces[l], config.spiral_hops[l],
-                               config.spiral_dilations[l]) for l in range(levels)]
+
+def spiral_indices(config: AutoencoderConfig, hierarchy: MeshHierarchy) -> list:
+    """Per-level spiral index arrays for spiral models (none for Chebyshev models).
+
+    They come from :func:`morphable.mesh.spiral.level_spirals`, the builder of :meth:`MeshHierarchy.build`:
+    the hierarchy's own spirals when it was built with the config's spiral settings, else built anew.
+    """
+    if config.conv not in CONVS:
+        raise _unknown_conv(config)
+    if config.conv == "cheb":
+        return []
+    settings = model_spiral_settings(config, hierarchy.n_levels)
+    if all(hierarchy.settings.get(key) == value for key, value in settings.items()):
+        return hierarchy.spirals
+    return level_spirals(hierarchy.vertices, hierarchy.faces, settings)
 
 
 class MeshAutoencoder(nn.Module):

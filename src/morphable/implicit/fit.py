@@ -10,7 +10,7 @@ gradient. Adam with learning rate 0.01 (NPHM), ``steps`` iterations. The thesis 
 ``lambda_id^fit``; the default 1e-4 (on the mean residual) is our choice, as is ``tau`` = 0.05.
 
 ``fit_run`` then extracts the mesh of the fitted code and, given a ground-truth mesh, reports the
-NPHM surface metrics (:func:`morphable.metrics.surface_metrics`, in mm) for the face region and the
+NPHM surface metrics (:func:`morphable.metrics.region_metrics`, in mm) for the face region and the
 whole head.
 """
 
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from morphable.errors import input_error
+from morphable.metrics import METRIC_SAMPLES, region_metrics
 
 
 def fit_code(field_fn, latent_dim: int, points: torch.Tensor, steps: int = 1000, lr: float = 0.01,
@@ -48,51 +49,6 @@ def fit_code(field_fn, latent_dim: int, points: torch.Tensor, steps: int = 1000,
     return code.detach()[0], history
 
 
-def sample_with_normals(vertices: np.ndarray, faces: np.ndarray, n: int, seed: int = 0
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``n`` area-weighted surface samples (n, 3), their face normals (n, 3) and triangle indices (n,)."""
-    rng = np.random.default_rng(seed)
-    tri = vertices[faces]
-    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    area = np.linalg.norm(cross, axis=1)
-    index = rng.choice(len(faces), n, p=area / area.sum())
-    u, v = rng.random(n), rng.random(n)
-    flip = u + v > 1
-    u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
-    t = tri[index]
-    points = t[:, 0] + u[:, None] * (t[:, 1] - t[:, 0]) + v[:, None] * (t[:, 2] - t[:, 0])
-    normals = cross[index] / np.maximum(area[index], 1e-30)[:, None]
-    return points, normals, index
-
-
-METRIC_SAMPLES = 1_000_000
-"""Surface samples per mesh for the metrics. The metrics have a floor that depends on the sample count: a
-perfect reconstruction of an ICT-FaceKit head scores Chamfer-L1 0.72 mm at 100k samples, 0.31 mm at 500k
-and 0.23 mm at 1M. The thesis samples 2.5M."""
-
-
-def region_metrics(pred: tuple[np.ndarray, np.ndarray], gt: tuple[np.ndarray, np.ndarray],
-                   gt_region_mask: np.ndarray | None, to_mm: float, n_samples: int = METRIC_SAMPLES,
-                   seed: int = 0) -> dict[str, dict[str, float]]:
-    """``{"face": ..., "head": ...}`` surface metrics of a predicted mesh against a ground-truth mesh.
-
-    pred, gt: (vertices, faces) in the same unit; gt_region_mask: (V_gt,) face-region vertices (a gt
-    triangle is in the face region when at least two corners are; None: the whole mesh). The face
-    region of the prediction is the set of its samples whose nearest gt sample is a face sample.
-    """
-    from morphable.data.sdf import face_region
-    from morphable.metrics import nearest_neighbours, surface_metrics
-
-    p_pts, p_nrm, _ = sample_with_normals(*pred, n_samples, seed)
-    g_pts, g_nrm, g_tri = sample_with_normals(*gt, n_samples, seed + 1)
-    out = {"head": surface_metrics(p_pts, p_nrm, g_pts, g_nrm, to_mm)}
-    g_face = np.ones(len(g_pts), bool) if gt_region_mask is None else face_region(gt[1], gt_region_mask)[g_tri]
-    _, nearest = nearest_neighbours(p_pts, g_pts)
-    p_face = g_face[nearest]
-    out["face"] = surface_metrics(p_pts[p_face], p_nrm[p_face], g_pts[g_face], g_nrm[g_face], to_mm)
-    return out
-
-
 def read_ground_truth(gt_path: str | os.PathLike | None, region_vertices: int | None):
     """The ground-truth mesh of ``--gt`` (or None) and its face-region mask ``(V,)`` (vertices
     ``0..region_vertices-1``; None: the whole mesh), checked before any work is done."""
@@ -114,10 +70,9 @@ def fit_run(run_path: str | os.PathLike, points_path: str | os.PathLike, out: st
     """Fit a code of the run's model to a point cloud (source units of its training data), write
     ``code.safetensors``, ``fit.ply`` (the extracted mesh, source units) and ``metrics.json`` (fit energy,
     seconds, and with ``gt_path`` the face/head metrics) into ``out``; returns the metrics."""
-    from morphable.data.registered import UNIT_TO_MM
     from morphable.data.sdf import Similarity
     from morphable.implicit.experiment import extract_code_mesh, load_implicit
-    from morphable.io import read_mesh, save_weights, write_json, write_mesh
+    from morphable.io import UNIT_TO_MM, read_mesh, save_weights, write_json, write_mesh
 
     method, run, shapes = load_implicit(run_path, device)
     cloud = read_mesh(points_path).vertices

@@ -47,6 +47,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from morphable.mesh.topology import connected_components
+
 GridEvaluator = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -317,18 +319,12 @@ def marching_cubes(volume: np.ndarray, bounds: Any = (-1.0, 1.0), level: float =
 def largest_component(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Keep the connected component (through shared vertices) with the most faces; reindex vertices.
 
-    vertices: (V, 3), faces: (F, 3) -> (V', 3), (F', 3).
+    vertices: (V, 3), faces: (F, 3) -> (V', 3), (F', 3). Ties go to the component with the smallest vertex.
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     if len(faces) == 0:
         return vertices, faces
     n = len(vertices)
-    rows = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])
-    cols = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
-    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
+    _, labels = connected_components(faces, n)
     face_labels = labels[faces[:, 0]]
     keep = face_labels == np.bincount(face_labels).argmax()
     kept = faces[keep]

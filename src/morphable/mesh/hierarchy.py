@@ -8,11 +8,12 @@ original positions (quadric-error edge collapses, see :mod:`morphable.mesh.qem`)
   ``x_l ~= U x_{l+1}``; ``U D`` is exact on kept vertices.
 * ``laplacians[l]``: the Chebyshev-scaled normalised Laplacian ``L - I`` of level ``l``.
 * ``spirals[l]``: spiral indices ``(V_l, L_l)`` (SpiralNet++ by default; Neural3DMM optional,
-  padded with the dummy index ``V_l``).
+  padded with the dummy index ``V_l``), built by :func:`morphable.mesh.spiral.level_spirals`, the
+  builder the spiral autoencoders use, so a saved hierarchy holds the spirals training uses.
 
 A hierarchy is one ``.npz`` file (no pickle) and is cached on disk keyed by a hash of the
 template arrays and the settings. Only numpy/scipy here; models turn the matrices into torch
-buffers with :func:`morphable.mesh.topology.to_torch_sparse`.
+buffers with :class:`morphable.explicit.layers.SparseMatrix`.
 """
 
 from __future__ import annotations
@@ -28,24 +29,16 @@ import numpy as np
 import scipy.sparse as sp
 
 from morphable.errors import MorphableError, input_error
+from morphable.io import atomic_path
+from morphable.io import cache_dir as morphable_cache_dir
 from morphable.mesh.normals import vertex_normals
 from morphable.mesh.qem import decimate, down_matrix, level_sizes, up_matrix
-from morphable.mesh.spiral import default_reference_vertices, neural3dmm_spirals, spiralnet_spirals
-from morphable.mesh.topology import chebyshev_laplacian, to_torch_sparse
+from morphable.mesh.spiral import level_spirals, spiral_settings
+from morphable.mesh.topology import chebyshev_laplacian
 
-FORMAT_VERSION = 1
-SPIRAL_STYLES = ("spiralnet", "neural3dmm")
+FORMAT_VERSION = 2  # 2: spirals from level_spirals (the training builder), settings without reference vertices
 
-__all__ = ["MeshHierarchy", "build_or_load_hierarchy", "hierarchy_cache_key", "to_torch_sparse"]
-
-
-def _per_level(value: int | Sequence[int], n_levels: int, name: str) -> list[int]:
-    values = [int(value)] * n_levels if np.isscalar(value) else [int(x) for x in value]
-    if len(values) != n_levels:
-        raise MorphableError(f"{name} needs one value per level ({n_levels}), got {len(values)}")
-    if min(values) < 1:
-        raise MorphableError(f"{name} values must be at least 1, got {values}")
-    return values
+__all__ = ["MeshHierarchy", "build_or_load_hierarchy", "hierarchy_cache_key"]
 
 
 def check_template(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,34 +103,22 @@ class MeshHierarchy:
     @classmethod
     def build(cls, vertices: np.ndarray, faces: np.ndarray, factors: Sequence[int] = (4, 4, 4, 4),
               spiral_length: int | Sequence[int] = 9, spiral_dilation: int | Sequence[int] = 1,
-              spiral_style: str = "spiralnet", spiral_hops: int | Sequence[int] = 1,
-              reference_vertices: Sequence[int] | None = None) -> "MeshHierarchy":
+              spiral_style: str = "spiralnet", spiral_hops: int | Sequence[int] = 1) -> "MeshHierarchy":
         """Build all levels from a template.
 
         Args:
             vertices: ``(V, 3)``; faces ``(F, 3)`` (consistently oriented; several components and
                 open boundaries are fine).
             factors: reduction per transition, ``V_{l+1} = max(ceil(V_l / f), component minimum)``.
-            spiral_length, spiral_dilation: SpiralNet++ settings, one value or one per level.
-            spiral_style: ``"spiralnet"`` (fixed length) or ``"neural3dmm"`` (``spiral_hops`` rings,
-                length mean + 2 std, padded with the dummy index ``V_l``).
-            spiral_hops: Neural3DMM hops, one value or one per level.
-            reference_vertices: Neural3DMM reference vertex per component of the template (default:
-                the vertex with the largest ``z`` per component); on coarser levels the kept vertex
-                nearest to each reference is used.
+            spiral_style, spiral_length, spiral_dilation, spiral_hops: see
+                :func:`morphable.mesh.spiral.spiral_settings` (``"spiralnet"``: fixed length;
+                ``"neural3dmm"``: ``spiral_hops`` rings, length mean + 2 std, padded with the dummy
+                index ``V_l``); one value or one per level.
         """
         v, f = check_template(vertices, faces)
         factors = [int(x) for x in factors]
-        if spiral_style not in SPIRAL_STYLES:
-            raise MorphableError(f"unknown spiral style {spiral_style!r} (choose from {', '.join(SPIRAL_STYLES)})")
-        n_levels = len(factors) + 1
-        lengths = _per_level(spiral_length, n_levels, "spiral_length")
-        dilations = _per_level(spiral_dilation, n_levels, "spiral_dilation")
-        hops = _per_level(spiral_hops, n_levels, "spiral_hops")
+        spirals_setup = spiral_settings(len(factors) + 1, spiral_style, spiral_length, spiral_dilation, spiral_hops)
         sizes = level_sizes(f, len(v), factors)
-        refs = (default_reference_vertices(v, f) if reference_vertices is None
-                else np.asarray(reference_vertices, dtype=np.int64))
-        ref_points = v[refs]
         verts, facs, kept, down, up = [v], [f], [], [], []
         normals = vertex_normals(v, f)
         for target in sizes[1:]:
@@ -149,24 +130,14 @@ class MeshHierarchy:
             verts.append(verts[-1][dec.kept])
             facs.append(dec.faces)
         laplacians = [chebyshev_laplacian(fl, len(vl)) for vl, fl in zip(verts, facs)]
-        spirals = []
-        for level, (vl, fl) in enumerate(zip(verts, facs)):
-            if spiral_style == "spiralnet":
-                spirals.append(spiralnet_spirals(fl, len(vl), lengths[level], dilations[level], vertices=vl))
-            else:
-                level_refs = _nearest_per_component(vl, fl, ref_points)
-                spirals.append(neural3dmm_spirals(vl, fl, hops[level], dilations[level], level_refs))
-        settings = {"format_version": FORMAT_VERSION, "factors": factors, "sizes": sizes,
-                    "spiral_style": spiral_style, "spiral_length": lengths, "spiral_dilation": dilations,
-                    "spiral_hops": hops, "reference_vertices": [int(x) for x in refs]}
+        spirals = level_spirals(verts, facs, spirals_setup)
+        settings = {"format_version": FORMAT_VERSION, "factors": factors, "sizes": sizes, **spirals_setup}
         return cls(verts, facs, kept, down, up, laplacians, spirals, settings)
 
     # ------------------------------------------------------------------ files
 
     def save(self, path: str | os.PathLike) -> None:
         """Write one ``.npz`` (atomically): arrays per level, CSR parts, settings as JSON text."""
-        from morphable.io import atomic_path
-
         arrays: dict[str, np.ndarray] = {"settings": np.array(json.dumps(self.settings))}
         for level in range(self.n_levels):
             arrays[f"vertices_{level}"] = self.vertices[level]
@@ -259,20 +230,6 @@ def _get_csr(data: Any, name: str) -> sp.csr_matrix:
     return sp.csr_matrix((data[f"{name}_data"], data[f"{name}_indices"], data[f"{name}_indptr"]), shape=shape)
 
 
-def _nearest_per_component(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """For every component of the mesh, the vertex nearest to any of ``points`` ``(K, 3)``."""
-    from morphable.mesh.topology import connected_components
-
-    _, labels = connected_components(faces, len(vertices))
-    dist = np.linalg.norm(vertices[:, None, :] - points[None, :, :], axis=2).min(axis=1)
-    order = np.lexsort((dist, labels))
-    return order[np.r_[True, labels[order][1:] != labels[order][:-1]]]
-
-
-def _plain(value: int | Sequence[int]) -> int | list[int]:
-    return int(value) if np.isscalar(value) else [int(x) for x in value]
-
-
 def hierarchy_cache_key(vertices: np.ndarray, faces: np.ndarray, settings: dict[str, Any]) -> str:
     """SHA-256 (hex, first 24 characters) of the template arrays (float64 / int64) and the settings."""
     h = hashlib.sha256()
@@ -282,34 +239,26 @@ def hierarchy_cache_key(vertices: np.ndarray, faces: np.ndarray, settings: dict[
     return h.hexdigest()[:24]
 
 
-def default_cache_dir() -> Path:
-    """``$MORPHABLE_CACHE/hierarchies`` or ``~/.cache/morphable/hierarchies``."""
-    return Path(os.environ.get("MORPHABLE_CACHE", Path.home() / ".cache" / "morphable")) / "hierarchies"
-
-
 def build_or_load_hierarchy(vertices: np.ndarray, faces: np.ndarray, factors: Sequence[int] = (4, 4, 4, 4),
                             spiral_length: int | Sequence[int] = 9, spiral_dilation: int | Sequence[int] = 1,
                             spiral_style: str = "spiralnet", spiral_hops: int | Sequence[int] = 1,
-                            reference_vertices: Sequence[int] | None = None,
                             cache_dir: str | os.PathLike | None = None) -> MeshHierarchy:
-    """:meth:`MeshHierarchy.build`, cached as ``<cache_dir>/<hash>.npz``.
+    """:meth:`MeshHierarchy.build`, cached as ``<cache_dir>/<hash>.npz`` (default
+    ``morphable.io.cache_dir("hierarchies")``).
 
     The key hashes the template arrays and every setting, so a changed template or setting
     builds anew. A broken cache file is rebuilt; a read-only cache location only costs speed.
     """
-    settings = {"factors": _plain(factors), "spiral_length": _plain(spiral_length),
-                "spiral_dilation": _plain(spiral_dilation), "spiral_style": spiral_style,
-                "spiral_hops": _plain(spiral_hops),
-                "reference_vertices": None if reference_vertices is None else _plain(reference_vertices)}
-    path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    settings = {"factors": [int(x) for x in factors],
+                **spiral_settings(len(factors) + 1, spiral_style, spiral_length, spiral_dilation, spiral_hops)}
+    path = Path(cache_dir) if cache_dir is not None else morphable_cache_dir("hierarchies")
     path = path / f"{hierarchy_cache_key(vertices, faces, settings)}.npz"
     if path.exists():
         try:
             return MeshHierarchy.load(path)
         except MorphableError:
             path.unlink(missing_ok=True)
-    h = MeshHierarchy.build(vertices, faces, factors, spiral_length, spiral_dilation, spiral_style, spiral_hops,
-                            reference_vertices)
+    h = MeshHierarchy.build(vertices, faces, factors, spiral_length, spiral_dilation, spiral_style, spiral_hops)
     try:
         h.save(path)
     except OSError:

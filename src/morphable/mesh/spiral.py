@@ -17,12 +17,17 @@ with array operations (no per-vertex Python loop).
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
 
+from morphable.errors import MorphableError
 from morphable.mesh.topology import adjacency, connected_components, edges
+
+SPIRAL_STYLES = ("spiralnet", "neural3dmm")
 
 
 def ordered_rings(faces: np.ndarray, n_vertices: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,15 +141,14 @@ def _ring_sequences(rings: np.ndarray, degree: np.ndarray, start: np.ndarray, ma
     return out, lengths
 
 
-def spiralnet_spirals(faces: np.ndarray, n_vertices: int, length: int = 9, dilation: int = 1,
-                      vertices: np.ndarray | None = None) -> np.ndarray:
+def spiralnet_spirals(faces: np.ndarray, n_vertices: int, length: int = 9, dilation: int = 1) -> np.ndarray:
     """SpiralNet++ spirals ``(V, length)`` int64: entry 0 is the vertex, then rings in CCW order.
 
     The spiral is grown to ``length * dilation`` entries and every ``dilation``-th entry is kept
     (``seq[:length * dilation][::dilation]``). Ring 1 starts at the first neighbour of
     :func:`ordered_rings`. When a component runs out of rings, the rest is filled with the
-    vertices nearest in space (``vertices`` given) or nearest in index (not given) that are not
-    in the spiral yet; a mesh with fewer than ``length * dilation`` vertices repeats its spiral.
+    vertices nearest in index that are not in the spiral yet; a mesh with fewer than
+    ``length * dilation`` vertices repeats its spiral.
     """
     if length < 1 or dilation < 1:
         raise ValueError("spiral length and dilation must be at least 1")
@@ -157,10 +161,7 @@ def spiralnet_spirals(faces: np.ndarray, n_vertices: int, length: int = 9, dilat
     seq = seq[:, :need]
     short = np.nonzero(lens < need)[0]
     if len(short):
-        if vertices is not None:
-            points = np.asarray(vertices, dtype=np.float64)
-        else:
-            points = np.arange(n, dtype=np.float64)[:, None]
+        points = np.arange(n, dtype=np.float64)[:, None]
         k = min(n, need)
         _, near = cKDTree(points).query(points[short], k=k)
         near = near.reshape(len(short), k)
@@ -215,3 +216,50 @@ def neural3dmm_spirals(vertices: np.ndarray, faces: np.ndarray, hops: int = 1, d
     size = int(lens.mean() + nb_stds * lens.std())
     seq = seq[:, :size] if seq.shape[1] >= size else np.pad(seq, ((0, 0), (0, size - seq.shape[1])), constant_values=-1)
     return np.where(seq < 0, n, seq)
+
+
+def _per_level(value: int | Sequence[int], n_levels: int, name: str) -> list[int]:
+    values = [int(value)] * n_levels if np.isscalar(value) else [int(x) for x in value]
+    if len(values) != n_levels:
+        raise MorphableError(f"{name} needs one value per level ({n_levels}), got {len(values)}")
+    if min(values) < 1:
+        raise MorphableError(f"{name} values must be at least 1, got {values}")
+    return values
+
+
+def spiral_settings(n_levels: int, style: str = "spiralnet", length: int | Sequence[int] = 9,
+                    dilation: int | Sequence[int] = 1, hops: int | Sequence[int] = 1) -> dict[str, Any]:
+    """The spiral settings of a hierarchy, one value per level, as :func:`level_spirals` takes them.
+
+    ``style`` ``"spiralnet"`` uses ``length`` and ``dilation`` (``spiral_hops`` is None);
+    ``"neural3dmm"`` uses ``hops`` and ``dilation`` (``spiral_length`` is None). Each value is one
+    number or one per level. Returns ``{"spiral_style", "spiral_length", "spiral_dilation",
+    "spiral_hops"}``; an unknown style or a bad value raises :class:`MorphableError`.
+    """
+    if style not in SPIRAL_STYLES:
+        raise MorphableError(f"unknown spiral style {style!r} (choose from {', '.join(SPIRAL_STYLES)})")
+    spiralnet = style == "spiralnet"
+    return {"spiral_style": style,
+            "spiral_length": _per_level(length, n_levels, "spiral_length") if spiralnet else None,
+            "spiral_dilation": _per_level(dilation, n_levels, "spiral_dilation"),
+            "spiral_hops": None if spiralnet else _per_level(hops, n_levels, "spiral_hops")}
+
+
+def level_spirals(vertices: Sequence[np.ndarray], faces: Sequence[np.ndarray], settings: dict[str, Any]
+                  ) -> list[np.ndarray]:
+    """Spiral indices of every level of a hierarchy, the ones the spiral autoencoders train with.
+
+    Args:
+        vertices, faces: per level ``(V_l, 3)`` and ``(F_l, 3)``.
+        settings: from :func:`spiral_settings`. SpiralNet++: :func:`spiralnet_spirals` ``(V_l, L_l)``;
+            Neural3DMM: :func:`neural3dmm_spirals` ``(V_l, L_l)`` padded with ``V_l``, towards the
+            default reference vertex of each component of that level.
+    """
+    out = []
+    for level, (v, f) in enumerate(zip(vertices, faces)):
+        dilation = settings["spiral_dilation"][level]
+        if settings["spiral_style"] == "spiralnet":
+            out.append(spiralnet_spirals(f, len(v), settings["spiral_length"][level], dilation))
+        else:
+            out.append(neural3dmm_spirals(v, f, settings["spiral_hops"][level], dilation))
+    return out

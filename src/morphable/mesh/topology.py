@@ -1,7 +1,6 @@
-"""Mesh connectivity as sparse matrices: edges, adjacency, components, boundaries, Laplacians.
+"""Mesh connectivity as sparse matrices: edges, edge checks, adjacency, components, boundaries, Laplacians.
 
-Everything here is numpy/scipy and vectorised (no per-vertex Python loops); torch is imported
-only inside :func:`to_torch_sparse`.
+Everything here is numpy/scipy and vectorised (no per-vertex Python loops).
 
 Conventions: ``faces (F, 3)`` int64 with counter-clockwise (outward) orientation, vertices
 ``0..V-1``. Undirected edges are rows ``(i, j)`` with ``i < j``, sorted lexicographically.
@@ -9,7 +8,7 @@ Conventions: ``faces (F, 3)`` int64 with counter-clockwise (outward) orientation
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -39,14 +38,36 @@ def edges(faces: np.ndarray) -> np.ndarray:
     return np.stack([u // n, u % n], axis=1)
 
 
-def edge_face_counts(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unique undirected edges ``(E, 2)`` and how many faces contain each ``(E,)``.
+@dataclass(frozen=True)
+class EdgeReport:
+    """Edge statistics of a triangle mesh: ``irregular_vertices`` are the corners of edges that do not
+    have exactly two incident faces (open boundary or non-manifold); ``flipped_edges`` counts directed
+    edges used twice in the same direction (inconsistent orientation)."""
 
-    A count of 1 marks a boundary edge, 2 an interior manifold edge, 3 or more a non-manifold edge.
-    """
+    n_open_edges: int
+    n_nonmanifold_edges: int
+    flipped_edges: int
+    irregular_edges: np.ndarray  # (E, 2) vertex pairs i < j, sorted lexicographically
+    irregular_vertices: np.ndarray  # (V,) bool
+
+    @property
+    def closed(self) -> bool:
+        return self.n_open_edges == 0 and self.n_nonmanifold_edges == 0
+
+
+def edge_report(faces: np.ndarray, n_vertices: int) -> EdgeReport:
+    """Count open (one face), non-manifold (three or more faces) and inconsistently oriented edges of
+    ``faces (F, 3)``."""
     key, n = _edge_keys(faces)
-    u, counts = np.unique(key, return_counts=True)
-    return np.stack([u // n, u % n], axis=1), counts
+    undirected, counts = np.unique(key, return_counts=True)
+    he = half_edges(faces)
+    _, directed_counts = np.unique(he[:, 0] * n + he[:, 1], return_counts=True)
+    irregular = undirected[counts != 2]
+    irregular_edges = np.stack([irregular // n, irregular % n], axis=1)
+    irregular_vertices = np.zeros(n_vertices, dtype=bool)
+    irregular_vertices[irregular_edges.reshape(-1)] = True
+    return EdgeReport(int((counts == 1).sum()), int((counts > 2).sum()), int((directed_counts > 1).sum()),
+                      irregular_edges, irregular_vertices)
 
 
 def boundary_mask(faces: np.ndarray) -> np.ndarray:
@@ -59,13 +80,6 @@ def boundary_mask(faces: np.ndarray) -> np.ndarray:
 def boundary_edges(faces: np.ndarray) -> np.ndarray:
     """Boundary half-edges ``(B, 2)`` in face orientation: edges used by exactly one face."""
     return half_edges(faces)[boundary_mask(faces)]
-
-
-def boundary_vertices(faces: np.ndarray, n_vertices: int) -> np.ndarray:
-    """Boolean mask ``(V,)`` of vertices on an open boundary."""
-    mask = np.zeros(n_vertices, dtype=bool)
-    mask[boundary_edges(faces).ravel()] = True
-    return mask
 
 
 def adjacency(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
@@ -102,6 +116,12 @@ def connected_components(faces: np.ndarray, n_vertices: int) -> tuple[int, np.nd
     relabel = np.empty(count, dtype=np.int64)
     relabel[np.argsort(first, kind="stable")] = np.arange(count)
     return int(count), relabel[labels]
+
+
+def face_region(faces: np.ndarray, region_mask: np.ndarray) -> np.ndarray:
+    """``(F,)`` bool: a triangle is in the region when at least two of its corners are in the per-vertex
+    ``region_mask (V,)``."""
+    return np.asarray(region_mask, dtype=bool)[faces].sum(axis=1) >= 2
 
 
 def normalized_laplacian(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
@@ -174,20 +194,3 @@ def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     out[:, 1] = u[:, 2] * w[:, 0] - u[:, 0] * w[:, 2]
     out[:, 2] = u[:, 0] * w[:, 1] - u[:, 1] * w[:, 0]
     return out
-
-
-def to_torch_sparse(matrix: sp.spmatrix, dtype: Any = None, device: Any = None) -> Any:
-    """A scipy sparse matrix as a torch sparse COO tensor (coalesced), e.g. for model buffers.
-
-    Args:
-        matrix: any scipy sparse matrix ``(M, N)``.
-        dtype: torch dtype of the values (default ``torch.float32``).
-        device: torch device (default CPU).
-    """
-    import torch
-
-    coo = sp.coo_matrix(matrix)
-    index = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-    values = torch.from_numpy(np.asarray(coo.data, dtype=np.float64))
-    tensor = torch.sparse_coo_tensor(index, values.to(dtype or torch.float32), size=coo.shape, check_invariants=True)
-    return tensor.coalesce().to(device) if device is not None else tensor.coalesce()
