@@ -182,10 +182,10 @@ def test_saved_hierarchy_holds_the_spirals_the_autoencoder_trains_with(tmp_path,
 
 def test_unknown_conv_and_spiral_style_raise():
     h = MeshHierarchy.build(*head_with_eyes(1), factors=(4,))
-    with pytest.raises(MorphableError, match="unknown conv 'spirals'"):
-        spiral_indices(AutoencoderConfig(conv="spirals"), h)
-    with pytest.raises(MorphableError, match=r"spiral style 'spiralnet\+\+' \(choose from spiralnet, neural3dmm\)"):
-        spiral_indices(AutoencoderConfig(conv="spiral", spiral_style="spiralnet++"), h)
+    with pytest.raises(MorphableError, match="model.conv must be one of cheb, spiral; got 'spirals'"):
+        AutoencoderConfig(conv="spirals")  # the config refuses it, so no network is built from it
+    with pytest.raises(MorphableError, match=r"model.spiral_style must be one of spiralnet, neural3dmm; got 'spiralnet\+\+'"):
+        AutoencoderConfig(conv="spiral", spiral_style="spiralnet++")
     with pytest.raises(MorphableError, match=r"spiral_hops needs one value per level \(2\), got 3"):
         spiral_indices(AutoencoderConfig(conv="spiral", spiral_style="neural3dmm", spiral_hops=[1, 1, 1],
                                          spiral_dilations=[1, 1]), h)
