@@ -18,7 +18,7 @@ with fused pooling).
 The errors are per-vertex Euclidean distances in millimetres on the test meshes (mean +- std,
 median); the table's "vs CoMA" column is ``mean / mean_coma - 1`` (negative = lower error) and the
 error reductions are ``1 - mean / mean_baseline``; the issue's goal is at least 30 % for Deep3DMM vs CoMA.
-Training seconds are the wall time of ``train_experiment``'s fit (hierarchy, training, validation).
+Training seconds are the wall time of ``morphable.experiment.train``'s fit (hierarchy, training, validation).
 
 Datasets and run folders go to ``--work`` (default ``$MORPHABLE_CACHE/bm_accuracy`` or
 ``~/.cache/morphable/bm_accuracy``); a dataset with the same settings is reused.
@@ -110,7 +110,7 @@ def train_one(preset: str, data: Path, run_dir: Path, epochs: int, seed: int, de
 
     ``sgd_lr`` replaces the learning rate of the presets that use SGD (CoMA and Deep3DMM spectral)."""
     from morphable.config import PRESETS
-    from morphable.experiment import train_experiment
+    from morphable.experiment import train
 
     config = PRESETS[preset]()
     config.data.path = str(data)
@@ -122,7 +122,7 @@ def train_one(preset: str, data: Path, run_dir: Path, epochs: int, seed: int, de
     if sgd_lr is not None and config.train.optimizer == "sgd":
         config.train.lr = sgd_lr
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    metrics = train_experiment(config, run_dir, overwrite=True, progress=progress)
+    metrics = train(config, run_dir, overwrite=True, progress=progress)
     fit = metrics["fit"]
     curve = metrics["splits"]["test"]["curve"]
     return {"preset": preset, "method": config.method, "pooling": getattr(config.model, "pooling", None),

@@ -8,9 +8,9 @@ Protocol:
   ``--test`` held-out identities from seed ``--seed + 1000``.
 * Training data: :func:`morphable.data.sdf.write_sdf_dataset` (shared normalisation into the unit sphere,
   face/non-face split by the region mask, exact signed distances with winding-number signs for the open
-  scans), then ``train_implicit`` of an npm-small-like and a triplane-small-like config (sizes below),
+  scans), then ``morphable.experiment.train`` of an npm-small-like and a triplane-small-like config (sizes below),
   single thread.
-* Observation: ``morphable data depth`` (:func:`morphable.implicit.experiment.depth_observation`): 2,500
+* Observation: ``morphable data depth`` (:func:`morphable.data.scans.depth_observation`): 2,500
   back-projected pixels of a frontal 256 x 256 depth map of the held-out mesh.
 * Fitting: (a) the ICT linear model itself (:func:`morphable.implicit.linear_fit.fit_linear_run`, all 100
   identity modes, no pose: the observation is in the model's frame); (b) NPM and (c) the tri-plane model
@@ -116,7 +116,8 @@ def main() -> None:
 
     from morphable.data.linear_model import ICT_FACE_VERTICES, ICT_SKIN_VERTICES, load_ict
     from morphable.data.sdf import write_sdf_dataset
-    from morphable.implicit.experiment import depth_observation, train_implicit
+    from morphable.data.scans import depth_observation
+    from morphable.experiment import train
     from morphable.implicit.fit import fit_run
     from morphable.implicit.linear_fit import fit_linear_run
     from morphable.io import UNIT_TO_MM, read_mesh, write_ply
@@ -148,11 +149,12 @@ def main() -> None:
         training = {}
         for name, config in configs.items():
             print(f"training {name} ({config.train.epochs} epochs)", flush=True)
-            metrics = train_implicit(config, work / name, overwrite=True, progress=False)
-            training[name] = {"config": config.to_dict(), "seconds": metrics["seconds"],
-                              "parameters": metrics["parameters"], "final": metrics["final"],
-                              "best_epoch": metrics["best_epoch"]}
-            print(f"  {metrics['seconds']:.0f} s, final {metrics['final']}", flush=True)
+            metrics = train(config, work / name, overwrite=True, progress=False)
+            fit = metrics["fit"]
+            training[name] = {"config": config.to_dict(), "seconds": fit["seconds"],
+                              "parameters": fit["parameters"], "final": metrics["final"],
+                              "best_epoch": fit["best_epoch"]}
+            print(f"  {fit['seconds']:.0f} s, final {metrics['final']}", flush=True)
 
         per_identity = []
         for j, w in enumerate(test_w):

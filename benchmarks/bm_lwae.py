@@ -69,7 +69,7 @@ def train_row(preset: str, data: Path, run_dir: Path, epochs: int, seed: int, de
     """Train ``preset`` at latent 64, batch 32 for ``epochs`` (``reuse``: re-evaluate an existing run of the same
     config instead); the run's numbers as one row."""
     from morphable.config import PRESETS, config_from_dict
-    from morphable.experiment import evaluate_run, train_experiment
+    from morphable.experiment import evaluate, train
     from morphable.runs import Run
 
     config = PRESETS[preset]()
@@ -84,9 +84,9 @@ def train_row(preset: str, data: Path, run_dir: Path, epochs: int, seed: int, de
     t0 = time.perf_counter()
     if reuse and (run_dir / "model.safetensors").exists() and \
             config_from_dict(Run.open(run_dir).config).to_dict() == config.to_dict():
-        metrics = evaluate_run(run_dir)  # same config already trained: re-measure only
+        metrics = evaluate(run_dir)  # same config already trained: re-measure only
     else:
-        metrics = train_experiment(config, run_dir, overwrite=True, progress=progress)
+        metrics = train(config, run_dir, overwrite=True, progress=progress)
     row = {"preset": preset, "overrides": overrides or {}, "mean_mm": metrics["mean_mm"], "std_mm": metrics["std_mm"],
            "median_mm": metrics["median_mm"], "train_seconds": metrics["fit"]["seconds"],
            "total_seconds": round(time.perf_counter() - t0, 1), "parameters": metrics["fit"]["parameters"],
