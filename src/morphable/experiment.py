@@ -64,7 +64,7 @@ def _fit_autoencoder(config: ExperimentConfig, run: Run, dataset: RegisteredData
 
     from morphable.data.registered import Normaliser
     from morphable.explicit.method import template_hierarchy
-    from morphable.train import LoopConfig, fit, init_distributed, select_device
+    from morphable.train import LoopConfig, fit, init_distributed, parameter_count, select_device
 
     device = select_device(config.train.device)
     dist_info = init_distributed(device)
@@ -81,7 +81,7 @@ def _fit_autoencoder(config: ExperimentConfig, run: Run, dataset: RegisteredData
                       progress=progress)
     summary = fit(method, train_data, val_data if len(val_data) else None, loop, run.path, device, resume=resume,
                   dist_info=dist_info, metadata={"method": config.method, "n_vertices": str(dataset.n_vertices)})
-    return {**summary, "parameters": sum(p.numel() for p in method.network.parameters()), "device": str(device)}
+    return {**summary, "parameters": parameter_count(method), "device": str(device)}
 
 
 def autoencoder_method(config: ExperimentConfig, hierarchy, normaliser, device, train: np.ndarray | None = None):

@@ -36,7 +36,7 @@ def train_implicit(config: ExperimentConfig, out: str | os.PathLike, overwrite: 
     """
     from morphable.data.sdf import DATASET_JSON, SdfDataset, SubsampleCounts
     from morphable.implicit.method import ImplicitMethod
-    from morphable.train import LOG_FILE, LoopConfig, fit, init_distributed, select_device
+    from morphable.train import LOG_FILE, LoopConfig, fit, init_distributed, parameter_count, select_device
 
     if config.method not in IMPLICIT_METHODS:
         raise input_error("config", f"method '{config.method}' is not an implicit model")
@@ -64,9 +64,9 @@ def train_implicit(config: ExperimentConfig, out: str | os.PathLike, overwrite: 
     with open(run.path / LOG_FILE, newline="") as f:
         last = list(csv.DictReader(f))[-1]
     final = {k[len("train_"):]: float(v) for k, v in last.items() if k.startswith("train_")}
-    metrics = {"final": final, "best_epoch": summary["best_epoch"], "best_loss": summary["best_val_loss"],
+    metrics = {"final": final, "best_epoch": summary["best_epoch"], "best_loss": summary["best_value"],
                "n_shapes": len(dataset), "epochs": config.train.epochs, "seconds": summary["seconds"],
-               "parameters": sum(p.numel() for p in method.network.parameters()), "device": str(device)}
+               "parameters": parameter_count(method), "device": str(device)}
     run.write_metrics(metrics)
     return metrics
 
