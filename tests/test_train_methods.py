@@ -89,7 +89,7 @@ def test_autoencoder_resume_is_bit_identical(name, meshes, tmp_path):
     assert all(float(r["val_loss"]) > 0 and float(r["val_error"]) > 0 for r in rows)
 
 
-@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()` before `optimizer.step()`")
+@pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")  # stepped without training
 def test_implicit_method_uses_the_configured_optimizer_and_decay():
     config = PRESETS["npm-small"]()
     config.model.decay_interval, config.model.decay_interval_latent = 2, 3
