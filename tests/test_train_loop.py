@@ -174,7 +174,8 @@ def test_step_decay_is_exponential_lr_per_epoch_and_a_step_every_k_epochs():
         return out
 
     # the autoencoders' old ExponentialLR and the shared decay give the same floats (seeded runs unchanged)
-    assert rates(lambda o: step_decay(o, 0.99).scheduler) == rates(lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.99))
+    exponential = rates(lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.99))
+    assert rates(lambda o: step_decay(o, 0.99).scheduler) == exponential
     every3 = rates(lambda o: step_decay(o, 0.75, every=3).scheduler, 10)
     expected = [8e-3 * 0.75 ** ((e + 1) // 3) for e in range(10)]
     assert every3 == pytest.approx(expected, rel=1e-12)
