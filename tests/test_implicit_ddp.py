@@ -1,24 +1,28 @@
 """The auto-decoder code table under DDP: two gloo processes on CPU keep one table, equal to the checkpoint,
-and one DDP step with batches [0, 1] | [2, 3] equals one single-process step with batch [0, 1, 2, 3]."""
+one DDP step with batches [0, 1] | [2, 3] equals one single-process step with batch [0, 1, 2, 3], and the
+sharded validation equals the single-process validation of the same weights."""
 
-import os
-import subprocess
-import sys
-import textwrap
+import csv
+from pathlib import Path
 
 import pytest
 import torch
 import trimesh
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import default_collate
 
+from gloo import run_gloo
 from morphable.cli import main
 from morphable.config import PRESETS
 from morphable.data.sdf import SdfDataset, SubsampleCounts
 from morphable.implicit.latent import renormalise_codes
 from morphable.implicit.method import ImplicitMethod
 from morphable.io import load_weights, write_ply
+from morphable.train import LAST_CHECKPOINT, LoopConfig, fit, init_distributed, load_checkpoint
 
 RADII = (0.5, 0.6, 0.7, 0.8)
 EPOCHS = 1  # one epoch: each rank trains two shapes that the other rank never sees
+VAL_SEED = 7
 
 
 def _config(data):
@@ -29,9 +33,39 @@ def _config(data):
     return config
 
 
-def _dataset(config):
+def _dataset(config, seed=None):
     m = config.model
-    return SdfDataset(config.data.path, SubsampleCounts(m.surface_face, m.surface_nonface, m.ball), seed=config.seed)
+    return SdfDataset(config.data.path, SubsampleCounts(m.surface_face, m.surface_nonface, m.ball),
+                      seed=config.seed if seed is None else seed)
+
+
+def _validation(config):
+    """Other points of the training shapes, drawn once."""
+    data = _dataset(config, seed=VAL_SEED)
+    data.set_epoch(0)
+    return data
+
+
+def _job(rank, root):
+    root = Path(root)
+    config = _config(root / "sdf")
+    dataset = _dataset(config)
+    cpu = torch.device("cpu")
+    dist_info = init_distributed(cpu)
+    # the shared loop, batch 2 per rank, checkpoints written by rank 0
+    method = ImplicitMethod(config, len(dataset), cpu)
+    fit(method, dataset, _validation(config), LoopConfig(epochs=EPOCHS, batch_size=2, seed=config.seed,
+                                                         progress=False), root / "run", cpu, dist_info=dist_info)
+    state = {"codes": method.codes.weight.detach().clone()}
+    # one hand-made step: rank r trains shapes 2r, 2r + 1
+    step = ImplicitMethod(config, len(dataset), cpu)
+    step.forward_networks["sdf"] = DistributedDataParallel(step.network)
+    dataset.set_epoch(0)
+    step.training_step(default_collate([dataset[2 * rank], dataset[2 * rank + 1]]), 0)
+    state["step_codes"] = step.codes.weight.detach().clone()
+    state["step_network"] = torch.cat([p.detach().flatten() for p in step.network.parameters()])
+    state["step_grad"] = torch.cat([p.grad.flatten() for p in step.network.parameters()])
+    torch.save(state, root / f"rank{rank}.pt")
 
 
 @pytest.fixture(scope="module")
@@ -44,42 +78,7 @@ def ddp_results(tmp_path_factory):
     assert main(["data", "sdf", str(root / "meshes"), "--out", str(root / "sdf"), "--n-surface", "1000",
                  "--n-near", "1000", "--n-ball", "500"]) == 0
     (root / "run").mkdir()
-    script = root / "job.py"
-    script.write_text(textwrap.dedent(f"""
-        import sys, torch
-        from pathlib import Path
-        from torch.nn.parallel import DistributedDataParallel
-        from torch.utils.data import default_collate
-        sys.path.insert(0, {os.path.dirname(__file__)!r})
-        from test_implicit_ddp import EPOCHS, _config, _dataset
-        from morphable.implicit.method import ImplicitMethod
-        from morphable.train import LoopConfig, fit, init_distributed
-
-        root = Path({str(root)!r})
-        config = _config(root / "sdf")
-        dataset = _dataset(config)
-        dist_info = init_distributed(torch.device("cpu"))
-        rank = dist_info.rank
-        # the shared loop, batch 2 per rank, checkpoints written by rank 0
-        method = ImplicitMethod(config, len(dataset), torch.device("cpu"))
-        fit(method, dataset, None, LoopConfig(epochs=EPOCHS, batch_size=2, seed=config.seed, progress=False),
-            root / "run", torch.device("cpu"), dist_info=dist_info)
-        state = {{"codes": method.codes.weight.detach().clone()}}
-        # one hand-made step: rank r trains shapes 2r, 2r + 1
-        step = ImplicitMethod(config, len(dataset), torch.device("cpu"))
-        step.forward_network = DistributedDataParallel(step.network)
-        dataset.set_epoch(0)
-        step.training_step(default_collate([dataset[2 * rank], dataset[2 * rank + 1]]), 0)
-        state["step_codes"] = step.codes.weight.detach().clone()
-        state["step_network"] = torch.cat([p.detach().flatten() for p in step.network.parameters()])
-        state["step_grad"] = torch.cat([p.grad.flatten() for p in step.network.parameters()])
-        torch.save(state, root / f"rank{{rank}}.pt")
-    """))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                             "--master_port=29541", str(script)], env=env, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_gloo(_job, 2, str(root))
     ranks = [torch.load(root / f"rank{r}.pt", weights_only=True) for r in range(2)]
     return root, ranks
 
@@ -110,8 +109,6 @@ def test_every_rank_and_the_checkpoint_hold_all_trained_codes(ddp_results):
 
 
 def test_a_ddp_step_equals_a_single_process_step_on_the_union_batch(ddp_results):
-    from torch.utils.data import default_collate
-
     root, ranks = ddp_results
     config = _config(root / "sdf")
     dataset = _dataset(config)
@@ -130,3 +127,23 @@ def test_a_ddp_step_equals_a_single_process_step_on_the_union_batch(ddp_results)
         torch.testing.assert_close(state["step_network"], network, rtol=0, atol=1e-5)
     assert torch.equal(ranks[0]["step_codes"], ranks[1]["step_codes"])
     assert (codes - init).norm(dim=1).min() > 1e-3  # all four codes took the step
+
+
+def test_sharded_validation_is_the_mean_over_all_validation_shapes(ddp_results):
+    """Ranks validate shapes {0, 2} and {1, 3}; the logged losses are the means over the four shapes."""
+    root, _ = ddp_results
+    config = _config(root / "sdf")
+    with open(root / "run" / "log.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    method = ImplicitMethod(config, 4, torch.device("cpu"))
+    load_checkpoint(root / "run" / LAST_CHECKPOINT, method, torch.device("cpu"))
+    val = _validation(config)
+    per_shape = [method.validation_step(default_collate([val[i]])) for i in range(4)]
+    assert {k[len("val_"):] for k in row if k.startswith("val_")} == set(per_shape[0])
+    for key in per_shape[0]:
+        expected = sum(losses[key] for losses in per_shape) / 4
+        assert float(row[f"val_{key}"]) == pytest.approx(expected, rel=1e-5), key
+    # the validation draws differ from the training draws of epoch 0
+    train = _dataset(config)
+    train.set_epoch(0)
+    assert not torch.equal(train[0]["surface_points"], val[0]["surface_points"])

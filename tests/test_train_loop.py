@@ -1,4 +1,6 @@
-"""The shared training loop: checkpoints round-trip, resume equals an uninterrupted run, DDP on gloo."""
+"""The shared training loop: checkpoints round-trip, resume equals an uninterrupted run, DDP on gloo, the
+learning-rate decay, validation of dict batches and the log's columns. (Two networks and stages:
+``test_train_gan.py``.)"""
 
 import math
 import os
@@ -11,7 +13,10 @@ import torch
 from torch import nn
 
 from morphable.errors import MorphableError
-from morphable.train import LoopConfig, fit, flatten_state, load_checkpoint, save_checkpoint, unflatten_state
+from morphable.config import TrainConfig
+from morphable.train import (LoopConfig, SchedulerSpec, Selection, fit, flatten_state, load_checkpoint,
+                             make_optimizer, save_checkpoint, step_decay, unflatten_state)
+from morphable.train.loop import append_log, batch_length, epoch_seed
 
 
 class RegressionMethod:
@@ -20,19 +25,25 @@ class RegressionMethod:
     def __init__(self, seed=0, width=8):
         torch.manual_seed(seed)
         self.network = nn.Sequential(nn.Linear(3, width), nn.Tanh(), nn.Linear(width, 1))
-        self.forward_network = self.network
+        self.networks = {"net": self.network}
+        self.forward_networks = dict(self.networks)
+        self.stage = 0
+        self.selection = Selection("min", "loss")
         self._opt = torch.optim.SGD(self.network.parameters(), lr=0.05, momentum=0.9)
-        self._sched = torch.optim.lr_scheduler.ExponentialLR(self._opt, 0.9)
+        self._sched = SchedulerSpec(torch.optim.lr_scheduler.ExponentialLR(self._opt, 0.9))
 
     def optimizers(self):
-        return [self._opt]
+        return {"net": self._opt}
 
     def schedulers(self):
-        return [self._sched]
+        return {"net": self._sched}
+
+    def on_epoch_start(self, epoch):
+        pass
 
     def training_step(self, batch, step):
         x, y = batch[:, :3], batch[:, 3:]
-        loss = ((self.forward_network(x) - y) ** 2).mean()
+        loss = ((self.forward_networks["net"](x) - y) ** 2).mean()
         self._opt.zero_grad()
         loss.backward()
         self._opt.step()
@@ -68,10 +79,12 @@ def test_loss_falls_and_files_are_written(tmp_path):
     summary = fit(method, _data(), _data(16), LoopConfig(epochs=6, batch_size=8, progress=False), tmp_path,
                   torch.device("cpu"))
     rows = (tmp_path / "log.csv").read_text().splitlines()
-    assert rows[0].startswith("epoch,train_loss,val_loss,lr") and len(rows) == 7
+    assert rows[0] == "epoch,train_loss,val_loss,lr_net,stage,seconds" and len(rows) == 7
     losses = [float(r.split(",")[1]) for r in rows[1:]]
     assert losses[-1] < 0.5 * losses[0]
-    assert summary["best_epoch"] >= 1
+    val = [float(r.split(",")[2]) for r in rows[1:]]
+    assert summary["best_epoch"] == 1 + min(range(6), key=val.__getitem__) and summary["selected_by"] == "min val_loss"
+    assert summary["best_value"] == min(val)
     assert (tmp_path / "model.safetensors").exists() and (tmp_path / "last.safetensors").exists()
     lr = float(rows[-1].split(",")[3])
     assert math.isclose(lr, 0.05 * 0.9 ** 6, rel_tol=1e-9)
@@ -122,7 +135,7 @@ def test_ddp_with_gloo_matches_single_process_gradient_average(tmp_path):
         torch.save(flat, {str(tmp_path)!r} + f"/rank{{dist_info.rank}}.pt")
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                     str(script)], check=True, env=env, capture_output=True, timeout=120)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
@@ -138,3 +151,105 @@ def test_divergence_stops_with_a_clear_error(tmp_path):
     with pytest.raises(MorphableError, match="diverged in epoch 1"):
         fit(method, _data() * 1e3, None, LoopConfig(epochs=3, batch_size=8, progress=False), tmp_path,
             torch.device("cpu"))
+
+
+def test_checkpoint_with_other_network_names_is_refused(tmp_path):
+    method = RegressionMethod()
+    save_checkpoint(tmp_path / "c.safetensors", method, 1, {})
+    renamed = RegressionMethod()
+    renamed.networks = {"other": renamed.network}
+    with pytest.raises(MorphableError, match=r"checkpoint has networks \['net'\], the model \['other'\]"):
+        load_checkpoint(tmp_path / "c.safetensors", renamed, torch.device("cpu"))
+
+
+def test_step_decay_is_exponential_lr_per_epoch_and_a_step_every_k_epochs():
+    def rates(make, epochs=300):
+        opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=8e-3)
+        sched = make(opt)
+        out = []
+        for _ in range(epochs):
+            opt.step()
+            sched.step()
+            out.append(opt.param_groups[0]["lr"])
+        return out
+
+    # the autoencoders' old ExponentialLR and the shared decay give the same floats (seeded runs unchanged)
+    exponential = rates(lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.99))
+    assert rates(lambda o: step_decay(o, 0.99).scheduler) == exponential
+    every3 = rates(lambda o: step_decay(o, 0.75, every=3).scheduler, 10)
+    expected = [8e-3 * 0.75 ** ((e + 1) // 3) for e in range(10)]
+    assert every3 == pytest.approx(expected, rel=1e-12)
+    assert step_decay(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0), 0.5).interval == "epoch"
+    with pytest.raises(MorphableError, match="at least 1 epoch"):
+        step_decay(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0), 0.5, every=0)
+
+
+def test_make_optimizer_follows_the_config_and_refuses_unknown_names():
+    params = [nn.Parameter(torch.zeros(2))]
+    for name, cls in (("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)):
+        opt = make_optimizer(TrainConfig(optimizer=name, lr=0.25, weight_decay=0.5, momentum=0.7), params)
+        assert type(opt) is cls and opt.param_groups[0]["lr"] == 0.25 and opt.param_groups[0]["weight_decay"] == 0.5
+    assert make_optimizer(TrainConfig(optimizer="sgd", momentum=0.7), params).param_groups[0]["momentum"] == 0.7
+    with pytest.raises(MorphableError, match="unknown optimizer 'rmsprop'"):
+        make_optimizer(TrainConfig(optimizer="rmsprop"), params)
+    with pytest.raises(MorphableError, match="interval 'batch'"):
+        SchedulerSpec(None, "batch")
+    with pytest.raises(MorphableError, match="selection mode 'best'"):
+        Selection("best")
+
+
+class DictData(torch.utils.data.Dataset):
+    """Items as dicts (like ``SdfDataset``): ``{"x": (3,), "y": (1,)}``."""
+
+    def __init__(self, n):
+        self.rows = _data(n)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return {"x": self.rows[i, :3], "y": self.rows[i, 3:]}
+
+
+class DictRegression(RegressionMethod):
+    """RegressionMethod on dict batches; validation returns the batch's mean squared error."""
+
+    def training_step(self, batch, step):
+        return super().training_step(torch.cat([batch["x"], batch["y"]], dim=1), step)
+
+    def validation_step(self, batch):
+        return super().validation_step(torch.cat([batch["x"], batch["y"]], dim=1))
+
+
+def test_validation_of_dict_batches_is_the_per_sample_mean(tmp_path):
+    """13 validation samples in batches of 8 + 5: the logged value is the mean over samples, not batches."""
+    method = DictRegression()
+    fit(method, DictData(32), DictData(13), LoopConfig(epochs=1, batch_size=8, progress=False), tmp_path,
+        torch.device("cpu"))
+    rows = (tmp_path / "log.csv").read_text().splitlines()
+    logged = float(rows[1].split(",")[2])
+    with torch.no_grad():
+        data = _data(13)
+        per_sample = ((method.network(data[:, :3]) - data[:, 3:]) ** 2).squeeze(1)
+    assert logged == pytest.approx(float(per_sample.double().mean()), rel=1e-6)
+    batch_means = (float(per_sample[:8].mean()) + float(per_sample[8:].mean())) / 2
+    assert abs(logged - batch_means) > 1e-4 * logged  # the weighting matters for this split
+    assert batch_length({"x": torch.zeros(5, 3), "y": torch.zeros(5)}) == 5
+    assert batch_length([torch.zeros(4, 2), torch.zeros(4)]) == 4
+
+
+def test_log_gains_columns_without_shifting_old_rows(tmp_path):
+    path = tmp_path / "log.csv"
+    append_log(path, {"epoch": 1, "train_loss": 1.0, "lr_g": 0.1, "stage": 0, "seconds": 0.5})
+    append_log(path, {"epoch": 2, "train_loss": 0.5, "train_r1": 3.0, "val_loss": 0.7, "lr_g": 0.1, "lr_d": 0.2,
+                      "stage": 1, "seconds": 0.5})
+    append_log(path, {"epoch": 3, "train_loss": 0.25, "lr_g": 0.1, "stage": 1, "seconds": 0.5})
+    lines = path.read_text().splitlines()
+    assert lines == ["epoch,train_loss,train_r1,val_loss,lr_g,lr_d,stage,seconds",
+                     "1,1.0,,,0.1,,0,0.5", "2,0.5,3.0,0.7,0.1,0.2,1,0.5", "3,0.25,,,0.1,,1,0.5"]
+
+
+def test_epoch_seeds_differ_by_seed_epoch_and_rank():
+    seeds = {epoch_seed(s, e, r) for s in range(3) for e in range(50) for r in range(4)}
+    assert len(seeds) == 3 * 50 * 4 and all(0 <= s < 2 ** 63 for s in seeds)
+    assert epoch_seed(1, 2, 3) == epoch_seed(1, 2, 3)

@@ -58,7 +58,9 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings shared by all trainable methods."""
+    """Optimisation settings shared by all trainable methods (``morphable.train.optim``): ``optimizer`` adam,
+    adamw or sgd (with ``momentum``); the learning rate is multiplied by ``lr_decay`` every epoch (mesh
+    autoencoders) or every ``ImplicitConfig.decay_interval`` epochs (implicit models)."""
 
     epochs: int = 300
     batch_size: int = 16
@@ -155,8 +157,8 @@ class LWAEConfig(AutoencoderConfig):
 @dataclass
 class ImplicitConfig:
     """Optimisation of an auto-decoded implicit identity model (thesis 5.2.2): codes of size ``latent`` in a
-    table with ``max_norm``, SparseAdam at ``lr_latent`` for the codes (AdamW at ``TrainConfig.lr`` for the
-    network), step decays by ``TrainConfig.lr_decay`` every ``decay_interval`` / ``decay_interval_latent``
+    table with ``max_norm``, SparseAdam at ``lr_latent`` for the codes (``TrainConfig.optimizer`` at ``TrainConfig.lr``
+    for the network), step decays by ``TrainConfig.lr_decay`` every ``decay_interval`` / ``decay_interval_latent``
     epochs, gradient-norm clipping ``grad_clip`` / ``grad_clip_latent``. Points per shape and iteration:
     ``surface_face`` / ``surface_nonface`` (also per near-surface level) and ``ball``. ``loss_weights``
     overrides the method's default weights (``implicit.losses.LossWeights`` field names).

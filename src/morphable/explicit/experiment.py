@@ -72,7 +72,7 @@ def _fit_network(config: ExperimentConfig, run: Run, dataset: RegisteredDataset,
 
     from morphable.data.registered import Normaliser
     from morphable.explicit.method import template_hierarchy
-    from morphable.train import LoopConfig, fit as fit_loop, init_distributed, select_device
+    from morphable.train import LoopConfig, fit as fit_loop, init_distributed, parameter_count, select_device
 
     device = select_device(config.train.device)
     dist_info = init_distributed(device)
@@ -89,11 +89,6 @@ def _fit_network(config: ExperimentConfig, run: Run, dataset: RegisteredDataset,
                        resume=resume, dist_info=dist_info,
                        metadata={"method": config.method, "n_vertices": str(dataset.n_vertices)})
     return {**summary, "parameters": parameter_count(method), "device": str(device)}
-
-
-def parameter_count(method) -> int:
-    """Trainable parameters of every network of a loop-trained method."""
-    return sum(p.numel() for network in method.networks.values() for p in network.parameters())
 
 
 def template_of(run: Run) -> tuple[np.ndarray, np.ndarray]:

@@ -383,10 +383,10 @@ class LWAEMethod(AutoencoderMethod):
         use_cycle, use_swap = self.cycle_weight > 0, self.locality_weight > 0
         zero = torch.zeros((), device=self.device)
         if use_cycle or use_swap:
-            recon, cycled, swapped = self.forward_network(x, perms[:-1] if use_cycle else None, part,
-                                                          perms[-1] if use_swap else None)
+            recon, cycled, swapped = self.forward_networks["autoencoder"](x, perms[:-1] if use_cycle else None, part,
+                                                                          perms[-1] if use_swap else None)
         else:
-            recon, cycled, swapped = self.forward_network(x), None, None
+            recon, cycled, swapped = self.forward_networks["autoencoder"](x), None, None
         rec_loss = (recon - x).abs().mean()
         cycle_loss = zero if cycled is None else (cycled - x).abs().mean()
         loc_loss = zero if swapped is None else locality_loss(swapped, recon, self.network.local_weights, part)

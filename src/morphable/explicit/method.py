@@ -1,14 +1,14 @@
 """Training and inference glue for the mesh autoencoders (the loop's ``TrainableMethod``).
 
 Training minimises the L1 distance between input and reconstruction of per-vertex normalised
-meshes (``(x - mean) / std`` with train statistics), as in CoMA; the normaliser is saved in the
-checkpoint next to the weights, so a run can be evaluated from its folder alone.
+meshes (``(x - mean) / std`` with train statistics), as in CoMA, with ``TrainConfig.optimizer`` and the
+learning rate multiplied by ``TrainConfig.lr_decay`` after every epoch (:func:`morphable.train.step_decay`).
+The network is ``networks["autoencoder"]`` (also ``network``); the normaliser is saved in the checkpoint
+next to the weights, so a run can be evaluated from its folder alone. One stage; the epoch with the lowest
+validation L1 (``loss``) is kept.
 """
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,23 +17,13 @@ from morphable.config import ExperimentConfig
 from morphable.data.registered import Normaliser
 from morphable.explicit.autoencoder import MeshAutoencoder
 from morphable.mesh.hierarchy import MeshHierarchy, build_or_load_hierarchy
+from morphable.train import SchedulerSpec, Selection, make_optimizer, step_decay
 
 
 def template_hierarchy(vertices: np.ndarray, faces: np.ndarray, factors: list[int]) -> MeshHierarchy:
-    """The hierarchy of a template, cached on disk by a hash of the template and the settings."""
-    cache = Path(os.environ.get("MORPHABLE_CACHE", Path.home() / ".cache" / "morphable")) / "hierarchies"
-    return build_or_load_hierarchy(vertices, faces, factors=tuple(factors), cache_dir=cache)
-
-
-def make_optimizer(config: ExperimentConfig, params) -> torch.optim.Optimizer:
-    t = config.train
-    if t.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-    if t.optimizer == "adam":
-        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
-    if t.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    raise ValueError(f"unknown optimizer '{t.optimizer}'")
+    """The hierarchy of a template, cached on disk (``io.cache_dir("hierarchies")``) by a hash of the template
+    and the settings."""
+    return build_or_load_hierarchy(vertices, faces, factors=tuple(factors))
 
 
 class AutoencoderMethod:
@@ -44,11 +34,14 @@ class AutoencoderMethod:
         torch.manual_seed(config.seed)
         self.device = device
         self.network = self.build_network(config, hierarchy).to(device)
-        self.forward_network = self.network
+        self.networks = {"autoencoder": self.network}
+        self.forward_networks = dict(self.networks)
+        self.stage = 0
+        self.selection = Selection("min", "loss")
         self.mean = torch.as_tensor(normaliser.mean, device=device)
         self.std = torch.as_tensor(normaliser.std, device=device)
-        self._optimizer = make_optimizer(config, self.network.parameters())
-        self._scheduler = torch.optim.lr_scheduler.ExponentialLR(self._optimizer, config.train.lr_decay)
+        self._optimizer = make_optimizer(config.train, self.network.parameters())
+        self._scheduler = step_decay(self._optimizer, config.train.lr_decay)
 
     @classmethod
     def create(cls, config: ExperimentConfig, hierarchy: MeshHierarchy, normaliser: Normaliser,
@@ -60,15 +53,18 @@ class AutoencoderMethod:
         """The network to train (subclasses build variants of :class:`MeshAutoencoder`)."""
         return MeshAutoencoder(config.model, hierarchy)
 
-    def optimizers(self) -> list[torch.optim.Optimizer]:
-        return [self._optimizer]
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"autoencoder": self._optimizer}
 
-    def schedulers(self) -> list:
-        return [self._scheduler]
+    def schedulers(self) -> dict[str, SchedulerSpec]:
+        return {"autoencoder": self._scheduler}
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """One stage: nothing changes between epochs."""
 
     def training_step(self, batch: torch.Tensor, step: int) -> dict[str, float]:
         x = batch.to(self.device, non_blocking=True)
-        loss = (self.forward_network(x) - x).abs().mean()
+        loss = (self.forward_networks["autoencoder"](x) - x).abs().mean()
         self._optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._optimizer.step()

@@ -87,7 +87,7 @@ def fit(config: ExperimentConfig, run: Run, data: ImplicitData, resume: bool = F
     """Train the auto-decoder on every shape of the dataset (codes and network) in the shared loop."""
     from morphable.data.sdf import DATASET_JSON
     from morphable.implicit.method import ImplicitMethod
-    from morphable.train import LoopConfig, fit as fit_loop, init_distributed, select_device
+    from morphable.train import LoopConfig, fit as fit_loop, init_distributed, parameter_count, select_device
 
     dataset = data.train
     if process_rank() == 0 and not resume:
@@ -101,8 +101,7 @@ def fit(config: ExperimentConfig, run: Run, data: ImplicitData, resume: bool = F
                       seed=config.seed, progress=progress)
     summary = fit_loop(method, dataset, data.validation, loop, run.path, device, resume=resume,
                        dist_info=dist_info, metadata={"method": config.method, "n_codes": str(len(dataset))})
-    return {**summary, "parameters": sum(p.numel() for n in method.networks.values() for p in n.parameters()),
-            "device": str(device)}
+    return {**summary, "parameters": parameter_count(method), "device": str(device)}
 
 
 def _last_losses(run: Run) -> tuple[dict[str, float], dict[str, float]]:

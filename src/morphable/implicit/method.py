@@ -1,9 +1,11 @@
 """Auto-decoder training of the implicit identity models (NPM, tri-plane) in the shared loop.
 
 :class:`ImplicitMethod` implements :class:`morphable.train.TrainableMethod`. One code per training shape
-lives in a :class:`~morphable.implicit.deepsdf.LatentTable`; the network is trained with AdamW, the codes
-with SparseAdam (thesis 5.2.2: lr 5e-5 / 1e-3, weight decay 0.02, step decay x0.75 every 1000 / 2000
-epochs, gradient-norm clipping 0.1 for both).
+lives in a :class:`~morphable.implicit.deepsdf.LatentTable`. The network (``networks["sdf"]``) is trained with
+``TrainConfig.optimizer`` (AdamW in the presets), the codes with SparseAdam (optimisers ``sdf`` and ``codes``;
+thesis 5.2.2: lr 5e-5 / 1e-3, weight decay 0.02, the learning rates multiplied by ``TrainConfig.lr_decay``
+= 0.75 every ``decay_interval`` = 1000 / ``decay_interval_latent`` = 2000 epochs, gradient-norm clipping 0.1
+for both). One stage; the epoch with the lowest ``loss`` (validation when there is validation data) is kept.
 
 One training step on a batch of B shapes (``SdfDataset`` items, collated) with codes ``z_b``:
 
@@ -21,7 +23,7 @@ The non-surface penalty and the density regularisation use the uniform ball poin
 ground-truth SDF is not a training target of these 3D objectives (NPHM's identity training does not
 use it either).
 
-Distributed training (torchrun). The loop wraps only ``network`` in DistributedDataParallel, which averages
+Distributed training (torchrun). The loop wraps only the network in DistributedDataParallel, which averages
 the network's gradients over the W ranks: the gradient of ``(1/W) sum_r L_r`` (L_r: the mean loss of rank
 r's batch). The code table lives outside DDP, and each rank would update only the rows of its own batch,
 so the ranks' tables would drift apart and rank 0 would checkpoint stale codes for shapes trained
@@ -44,7 +46,6 @@ all-gathers per step (W B indices, W B Z floats). Single-process training does n
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +59,7 @@ from morphable.implicit.losses import (LossWeights, code_regularisation, eikonal
                                        space_sdf_loss, surface_normal_loss, surface_sdf_loss, total_variation_loss,
                                        triplane_penalty)
 from morphable.implicit.triplane import TriplaneSDF
+from morphable.train import SchedulerSpec, Selection, make_optimizer, step_decay
 
 DENSITY_NOISE_STD = 0.01
 
@@ -95,7 +97,8 @@ def loss_weights(config: ExperimentConfig) -> LossWeights:
     base = LossWeights.npm() if config.method == "npm" else LossWeights()
     unknown = set(config.model.loss_weights) - {f.name for f in dataclasses.fields(LossWeights)}
     if unknown:
-        raise ValueError(f"unknown loss weights {sorted(unknown)}")
+        raise MorphableError(f"unknown loss weights {sorted(unknown)} (known: "
+                             f"{', '.join(f.name for f in dataclasses.fields(LossWeights))})")
     return dataclasses.replace(base, **config.model.loss_weights)
 
 
@@ -130,23 +133,25 @@ class ImplicitMethod:
         self.device = device
         self.weights = loss_weights(config)
         self.network = ImplicitNetwork(build_field(model)).to(device)
-        self.forward_network: nn.Module = self.network
+        self.networks: dict[str, nn.Module] = {"sdf": self.network}
+        self.forward_networks = dict(self.networks)
+        self.stage = 0
+        self.selection = Selection("min", "loss")
         self.codes = LatentTable(n_codes, model.latent, max_norm=model.max_norm).to(device)
         train = config.train
-        self._optimizers = [
-            torch.optim.AdamW(self.network.parameters(), lr=train.lr, weight_decay=train.weight_decay),
-            torch.optim.SparseAdam(list(self.codes.parameters()), lr=model.lr_latent),
-        ]
-        self._schedulers = [
-            torch.optim.lr_scheduler.StepLR(self._optimizers[0], model.decay_interval, train.lr_decay),
-            torch.optim.lr_scheduler.StepLR(self._optimizers[1], model.decay_interval_latent, train.lr_decay),
-        ]
+        self._optimizers = {"sdf": make_optimizer(train, self.network.parameters()),
+                            "codes": torch.optim.SparseAdam(list(self.codes.parameters()), lr=model.lr_latent)}
+        self._schedulers = {"sdf": step_decay(self._optimizers["sdf"], train.lr_decay, model.decay_interval),
+                            "codes": step_decay(self._optimizers["codes"], train.lr_decay, model.decay_interval_latent)}
 
-    def optimizers(self) -> list[torch.optim.Optimizer]:
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return self._optimizers
 
-    def schedulers(self) -> list[Any]:
+    def schedulers(self) -> dict[str, SchedulerSpec]:
         return self._schedulers
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """One stage: nothing changes between epochs."""
 
     def losses(self, batch: dict[str, torch.Tensor], step: int,
                codes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -166,7 +171,7 @@ class ImplicitMethod:
             noise = torch.randn(ball.shape, generator=generator, device=ball.device, dtype=ball.dtype)
             parts.append(ball + DENSITY_NOISE_STD * noise)
         points = torch.cat(parts, dim=1).requires_grad_(True)
-        sdf, planes = self.forward_network(codes, points)
+        sdf, planes = self.forward_networks["sdf"](codes, points)
         n_s, n_n, n_b = surface.shape[1], near.shape[1], ball.shape[1]
         n_geo = n_s + n_n + n_b
         (grad,) = torch.autograd.grad(sdf[:, :n_geo].sum(), points, create_graph=True)
@@ -194,11 +199,11 @@ class ImplicitMethod:
     def training_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
         """One AdamW + SparseAdam update with gradient clipping; returns the losses as floats.
 
-        Under DDP (``forward_network`` wrapped by the loop) the code gradient is synchronised across ranks
-        (see the module docstring and :meth:`_distributed_backward`)."""
-        for opt in self._optimizers:
+        Under DDP (``forward_networks["sdf"]`` wrapped by the loop) the code gradient is synchronised across
+        ranks (see the module docstring and :meth:`_distributed_backward`)."""
+        for opt in self._optimizers.values():
             opt.zero_grad(set_to_none=True)
-        if isinstance(self.forward_network, DistributedDataParallel):
+        if isinstance(self.forward_networks["sdf"], DistributedDataParallel):
             losses = self._distributed_backward(batch, step)
         else:
             losses = self.losses(batch, step)
@@ -207,7 +212,7 @@ class ImplicitMethod:
         if model.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), model.grad_clip)
         clip_sparse_grad_norm_(self.codes.weight, model.grad_clip_latent)
-        for opt in self._optimizers:
+        for opt in self._optimizers.values():
             opt.step()
         return {k: float(v.detach()) for k, v in losses.items()}
 
@@ -248,8 +253,9 @@ class ImplicitMethod:
         return losses
 
     def validation_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """The same losses without an update (codes are looked up by ``index``); gradients in the points
-        are needed for the normal and eikonal terms, so autograd is on even inside the loop's no_grad."""
+        """The same losses without an update (codes are looked up by ``index``, so the validation shapes are
+        training shapes, e.g. at other sample points); gradients in the points are needed for the normal and
+        eikonal terms, so autograd is on even inside the loop's no_grad. The density noise is that of step 0."""
         with torch.enable_grad():
             return {k: float(v.detach()) for k, v in self.losses(batch, 0).items()}
 
