@@ -188,7 +188,7 @@ def load_implicit(path: str | os.PathLike, device: str = "auto"):
         raise input_error(run.path, f"run is a '{config.method}' model, not an implicit one")
     if not run.weights_path.exists():
         raise input_error(run.path, f"run has no weights ({run.weights_path.name})")
-    torch_device = select_device("cpu" if device == "auto" else device)
+    torch_device = select_device(device)
     shapes = read_json(run.path / DATASET_JSON)
     method = ImplicitMethod(config, len(shapes["shapes"]), torch_device)
     load_checkpoint(run.weights_path, method, torch_device)

@@ -66,38 +66,31 @@ def read_ground_truth(gt_path: str | os.PathLike | None, region_vertices: int | 
 
 def fit_run(run_path: str | os.PathLike, points_path: str | os.PathLike, out: str | os.PathLike,
             gt_path: str | os.PathLike | None = None, region_vertices: int | None = None, steps: int = 1000,
-            resolution: int = 256, device: str = "cpu", metric_samples: int = METRIC_SAMPLES) -> dict[str, Any]:
+            resolution: int = 256, device: str = "auto", metric_samples: int = METRIC_SAMPLES) -> dict[str, Any]:
     """Fit a code of the run's model to a point cloud (source units of its training data), write
     ``code.safetensors``, ``fit.ply`` (the extracted mesh, source units) and ``metrics.json`` (fit energy,
     seconds, and with ``gt_path`` the face/head metrics) into ``out``; returns the metrics."""
-    from morphable.data.sdf import Similarity
-    from morphable.implicit.experiment import extract_code_mesh, load_implicit
+    from morphable.implicit.experiment import load
     from morphable.io import UNIT_TO_MM, read_mesh, save_weights, write_json, write_mesh
+    from morphable.runs import Run
 
-    method, run, shapes = load_implicit(run_path, device)
+    model = load(Run.open(run_path), device)
     cloud = read_mesh(points_path).vertices
-    if len(cloud) == 0 or not np.isfinite(cloud).all():
-        raise input_error(points_path, "the point cloud is empty or has NaN/infinite coordinates")
     gt, mask = read_ground_truth(gt_path, region_vertices)
-    similarity = Similarity.from_dict(shapes["shapes"][0]["similarity"])
-    points = torch.as_tensor(similarity.apply(cloud), dtype=torch.float32, device=device)
-    for p in method.network.parameters():
-        p.requires_grad_(False)
     started = time.perf_counter()
-    code, history = fit_code(lambda z, x: method.network(z, x)[0], method.codes.weight.shape[1], points, steps)
+    code, history = model.fit(cloud, steps, source=str(points_path))
     fit_seconds = time.perf_counter() - started
-    vertices, faces, _ = extract_code_mesh(method, code, resolution, device)
+    vertices, faces = model.extract(code, resolution)
     if len(faces) == 0:
         raise input_error(points_path, "the fitted code has no surface inside the unit ball")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    vertices = similarity.invert(vertices)
-    save_weights(out / "code.safetensors", {"code": code.cpu()}, {"run": str(run.path)})
+    save_weights(out / "code.safetensors", {"code": code.cpu()}, {"run": str(model.run.path)})
     write_mesh(out / "fit.ply", vertices, faces)
     metrics: dict[str, Any] = {"energy_first": history[0], "energy_last": history[-1], "steps": steps,
                                "fit_seconds": round(fit_seconds, 3)}
     if gt is not None:
-        metrics.update(region_metrics((vertices, faces), (gt.vertices, gt.faces), mask, UNIT_TO_MM[shapes["unit"]],
+        metrics.update(region_metrics((vertices, faces), (gt.vertices, gt.faces), mask, UNIT_TO_MM[model.unit],
                                       n_samples=metric_samples))
         metrics["metric_samples"] = metric_samples
     write_json(out / "metrics.json", metrics)

@@ -63,20 +63,20 @@ def _check_options(resolution: int, out: Path) -> None:
         raise input_error(out, "exists and is not a folder")
 
 
-def _extract_and_write(method, codes: torch.Tensor, similarities: Sequence[Any], out: Path, prefix: str,
-                       labels: Sequence[str], resolution: int, device: str, progress: bool
+def _extract_and_write(model, codes: torch.Tensor, similarities: Sequence[Any], out: Path, prefix: str,
+                       labels: Sequence[str], resolution: int, progress: bool
                        ) -> tuple[list[tuple[np.ndarray, np.ndarray] | None], list[dict[str, Any]]]:
     """Extract every code of ``codes`` (n, Z), map it to source units with its similarity and write
     ``<prefix>_XX.ply``; a code without a level set in [-1, 1]^3 writes no file. Returns the meshes
-    (None when empty) and one record per code (file, counts, seconds, evaluated fraction)."""
-    from morphable.implicit.experiment import extract_code_mesh
+    (None when empty) and one record per code (file, counts, seconds, evaluated fraction). ``model``: an
+    :class:`~morphable.implicit.model.ImplicitModel`."""
     from morphable.io import write_ply
 
     meshes: list[tuple[np.ndarray, np.ndarray] | None] = []
     records = []
     for i, code in enumerate(codes):
         started = time.perf_counter()
-        vertices, faces, stats = extract_code_mesh(method, code.to(method.codes.weight.dtype), resolution, device)
+        vertices, faces = model.extract(code, resolution, normalised=True)
         seconds = time.perf_counter() - started
         name = f"{prefix}_{i:02d}.ply"
         if len(faces):
@@ -87,7 +87,7 @@ def _extract_and_write(method, codes: torch.Tensor, similarities: Sequence[Any],
             meshes.append(None)
         records.append({"file": name if len(faces) else None, "label": labels[i], "vertices": len(vertices),
                         "faces": len(faces), "seconds": round(seconds, 3),
-                        "evaluated_fraction": round(stats.fraction, 5)})
+                        "evaluated_fraction": round(model.last_extraction.fraction, 5)})
         if progress:
             shown = f"{len(vertices)} vertices, {len(faces)} faces" if len(faces) else "no surface in [-1, 1]^3"
             print(f"{prefix} {i + 1}/{len(codes)} ({labels[i]}): {shown}, {seconds:.2f} s"
@@ -95,78 +95,77 @@ def _extract_and_write(method, codes: torch.Tensor, similarities: Sequence[Any],
     return meshes, records
 
 
+def _load(run_path: Path, device: str):
+    from morphable.implicit.experiment import load
+    from morphable.runs import Run
+
+    return load(Run.open(run_path), device)
+
+
 def sample_run(run_path: str | os.PathLike, out: str | os.PathLike, n: int = 8, resolution: int = 128,
-               seed: int = 0, device: str = "cpu", shrinkage: float | None = None,
+               seed: int = 0, device: str = "auto", shrinkage: float | None = None,
                progress: bool = True) -> dict[str, Any]:
     """Draw ``n`` codes from the Gaussian of the run's learned codes, extract and write them into ``out``:
     ``sample_XX.ply`` (training data's units), ``codes.safetensors`` (``codes`` (n, Z), after the max-norm
     renormalisation), ``samples.png`` and ``samples.json`` (the sampling settings, the shrinkage, per-sample
     counts and seconds); returns that JSON's content."""
-    from morphable.data.sdf import Similarity
-    from morphable.implicit.experiment import load_implicit
     from morphable.io import save_weights, write_json
 
     run_path, out = Path(run_path), Path(out)
     if n < 1:
         raise MorphableError(f"--n must be at least 1, got {n}")
     _check_options(resolution, out)
-    method, run, shapes = load_implicit(run_path, device)
-    table = method.codes.weight.detach()
+    model = _load(run_path, device)
+    table = model.codes
     gaussian = fit_code_gaussian(table, shrinkage)
-    codes, clipped = renormalise_codes(gaussian.sample(n, seed).to(table.dtype), method.config.model.max_norm)
-    sims = [Similarity.from_dict(s["similarity"]) for s in shapes["shapes"]]
-    similarity = blend_similarities(sims, [1.0] * len(sims))
+    codes, clipped = renormalise_codes(gaussian.sample(n, seed).to(table.dtype), model.config.model.max_norm)
+    similarity = blend_similarities(model.similarities, [1.0] * model.n_codes)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     labels = [f"sample {i}" for i in range(n)]
-    meshes, records = _extract_and_write(method, codes, [similarity] * n, out, "sample", labels, resolution,
-                                         device, progress)
+    meshes, records = _extract_and_write(model, codes, [similarity] * n, out, "sample", labels, resolution, progress)
     seconds = time.perf_counter() - started
     save_weights(out / "codes.safetensors", {"codes": codes.cpu()},
-                 {"run": str(run.path), "seed": str(seed), "shrinkage": repr(gaussian.shrinkage)})
+                 {"run": str(run_path), "seed": str(seed), "shrinkage": repr(gaussian.shrinkage)})
     mesh_strip(out / "samples.png", meshes, labels, columns=4)
-    info = {"run": str(run.path), "method": method.config.method, "n": n, "seed": seed, "resolution": resolution,
-            "device": device, "latent": gaussian.dim, "n_training_codes": int(table.shape[0]),
+    info = {"run": str(run_path), "method": model.method, "n": n, "seed": seed, "resolution": resolution,
+            "device": str(table.device), "latent": gaussian.dim, "n_training_codes": model.n_codes,
             "shrinkage": gaussian.shrinkage, "code_spread": float(gaussian.covariance.trace()),
-            "renormalised_to_max_norm": clipped, "unit": shapes["unit"], "samples": records,
+            "renormalised_to_max_norm": clipped, "unit": model.unit, "samples": records,
             "seconds_extraction": round(seconds, 3), "seconds_per_sample": round(seconds / n, 3)}
     write_json(out / "samples.json", info)
     return info
 
 
 def interpolate_run(run_path: str | os.PathLike, a: int, b: int, out: str | os.PathLike, steps: int = 7,
-                    resolution: int = 128, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+                    resolution: int = 128, device: str = "auto", progress: bool = True) -> dict[str, Any]:
     """Mesh strip between training codes ``a`` and ``b`` of a run: ``interp_XX.ply`` for
     ``t = 0, 1/(steps-1), ..., 1`` (training data's units), ``codes.safetensors`` (``codes`` (steps, Z)),
     ``interpolation.png`` and ``interpolation.json``; returns that JSON's content."""
-    from morphable.data.sdf import Similarity
-    from morphable.implicit.experiment import load_implicit
     from morphable.io import save_weights, write_json
 
     run_path, out = Path(run_path), Path(out)
     if steps < 2:
-        raise MorphableError(f"--steps must be at least 2, got {steps}")
+        raise MorphableError(f"--n must be at least 2, got {steps}")
     _check_options(resolution, out)
-    method, run, shapes = load_implicit(run_path, device)
-    table = method.codes.weight.detach()
-    for flag, index in (("--a", a), ("--b", b)):
-        if not 0 <= index < len(table):
-            raise input_error(run.weights_path, f"{flag} {index} out of range: the run has codes 0..{len(table) - 1}")
-    codes = interpolate_codes(table[a], table[b], steps)
+    model = _load(run_path, device)
+    for flag, index in (("--source", a), ("--target", b)):
+        if not 0 <= index < model.n_codes:
+            raise input_error(run_path, f"{flag} {index} out of range: the run has codes 0..{model.n_codes - 1}")
+    codes = interpolate_codes(model.codes[a], model.codes[b], steps)
     ts = torch.linspace(0.0, 1.0, steps, dtype=torch.float64).tolist()
-    end_sims = [Similarity.from_dict(shapes["shapes"][i]["similarity"]) for i in (a, b)]
-    sims = [blend_similarities(end_sims, [1.0 - t, t]) for t in ts]
-    names = [shapes["shapes"][i]["name"] for i in (a, b)]
+    sims = [blend_similarities([model.similarities[a], model.similarities[b]], [1.0 - t, t]) for t in ts]
+    names = [model.names[i] for i in (a, b)]
     labels = [f"{names[0]} (t=0)" if i == 0 else f"{names[1]} (t=1)" if i == steps - 1 else f"t={t:.2f}"
               for i, t in enumerate(ts)]
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    meshes, records = _extract_and_write(method, codes, sims, out, "interp", labels, resolution, device, progress)
+    meshes, records = _extract_and_write(model, codes, sims, out, "interp", labels, resolution, progress)
     seconds = time.perf_counter() - started
-    save_weights(out / "codes.safetensors", {"codes": codes.cpu()}, {"run": str(run.path), "a": str(a), "b": str(b)})
+    save_weights(out / "codes.safetensors", {"codes": codes.cpu()}, {"run": str(run_path), "a": str(a), "b": str(b)})
     mesh_strip(out / "interpolation.png", meshes, labels, columns=steps)
-    info = {"run": str(run.path), "method": method.config.method, "a": a, "b": b, "names": names, "steps": steps,
-            "t": ts, "resolution": resolution, "device": device, "unit": shapes["unit"], "meshes": records,
-            "seconds_extraction": round(seconds, 3)}
+    info = {"run": str(run_path), "method": model.method, "a": a, "b": b, "names": names, "steps": steps,
+            "t": ts, "resolution": resolution, "device": str(model.codes.device), "unit": model.unit,
+            "meshes": records, "seconds_extraction": round(seconds, 3)}
     write_json(out / "interpolation.json", info)
     return info
