@@ -14,7 +14,7 @@ import sys
 
 from morphable import __version__
 
-COMMAND_GROUPS = ("demo", "data", "train", "eval", "mesh", "implicit", "parts")
+COMMAND_GROUPS = ("demo", "data", "train", "eval", "mesh", "implicit", "fit_linear", "parts")
 
 
 def build_parser() -> argparse.ArgumentParser:

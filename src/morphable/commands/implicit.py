@@ -28,18 +28,6 @@ def register(subparsers) -> None:
     fit.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
     fit.set_defaults(func=run_fit)
 
-    linear = subparsers.add_parser("fit-linear", help="fit a linear face model (ICT-FaceKit .npz or folder) to a "
-                                                      "depth point cloud: the linear baseline of 'morphable fit'")
-    linear.add_argument("model", help="ICT-FaceKit model (.npz or the FaceXModel folder)")
-    linear.add_argument("--points", required=True, help="point cloud (.ply/.obj, units of the model)")
-    linear.add_argument("--out", required=True, help="output folder (coefficients.safetensors, fit.ply, metrics.json)")
-    _add_ground_truth_arguments(linear)
-    linear.add_argument("--skin-vertices", type=int, help="use the model's first N vertices (ICT outer skin: 11248)")
-    linear.add_argument("--modes", type=int, help="identity modes to fit (default: all)")
-    linear.add_argument("--pose", choices=("none", "rigid", "similarity"), default="none",
-                        help="also refine a rigid or similarity pose (default none: the cloud is in the model frame)")
-    linear.set_defaults(func=run_fit_linear)
-
     sample = subparsers.add_parser("sample", help="unconditional samples from a Gaussian fitted to an implicit "
                                                   "run's learned codes")
     sample.add_argument("run", help="run folder of 'morphable train npm|triplane'")
@@ -121,18 +109,6 @@ def run_fit(args: argparse.Namespace) -> int:
         raise MorphableError("--metric-samples must be at least 1000")
     metrics = fit_run(args.run, args.points, args.out, args.gt, args.region_vertices, args.steps, args.res,
                       args.device, args.metric_samples)
-    _print_fit(metrics, args.out)
-    return 0
-
-
-def run_fit_linear(args: argparse.Namespace) -> int:
-    from morphable.errors import MorphableError
-    from morphable.implicit.linear_fit import fit_linear_run
-
-    if args.metric_samples < 1000:
-        raise MorphableError("--metric-samples must be at least 1000")
-    metrics = fit_linear_run(args.model, args.points, args.out, args.gt, args.region_vertices, args.skin_vertices,
-                             args.modes, args.pose, metric_samples=args.metric_samples)
     _print_fit(metrics, args.out)
     return 0
 
