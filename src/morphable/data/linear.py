@@ -443,18 +443,21 @@ def _obj_texture(path: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
     as :func:`morphable.io.read_obj` fans them; ``(None, None)`` when some face corner has no texture index."""
     uvs: list[list[str]] = []
     corners_uv: list[tuple[int, int, int]] = []
-    for line in path.read_text().splitlines():
-        if line.startswith("vt "):
-            uvs.append(line.split()[1:3])
-        elif line.startswith("f "):
-            fields = [token.split("/") for token in line.split()[1:]]
-            if any(len(f) < 2 or not f[1] for f in fields):
-                return None, None
-            t = [int(f[1]) - 1 if int(f[1]) > 0 else len(uvs) + int(f[1]) for f in fields]
-            corners_uv.extend((t[0], t[i], t[i + 1]) for i in range(1, len(t) - 1))
-    if not uvs:
-        return None, None
-    return np.array(uvs, dtype=np.float64), np.array(corners_uv, dtype=np.int64)
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith("vt "):
+                uvs.append(line.split()[1:3])
+            elif line.startswith("f "):
+                fields = [token.split("/") for token in line.split()[1:]]
+                if any(len(f) < 2 or not f[1] for f in fields):
+                    return None, None
+                t = [int(f[1]) - 1 if int(f[1]) > 0 else len(uvs) + int(f[1]) for f in fields]
+                corners_uv.extend((t[0], t[i], t[i + 1]) for i in range(1, len(t) - 1))
+        if not uvs:
+            return None, None
+        return np.array(uvs, dtype=np.float64), np.array(corners_uv, dtype=np.int64)
+    except ValueError:
+        raise input_error(path, "malformed 'vt' line or texture index") from None
 
 
 # --------------------------------------------------------------------------- validation helpers
@@ -516,7 +519,7 @@ def _indices(values: Any, shape: tuple[int | None, ...], bound: int, what: str) 
     a = a.astype(np.int64).reshape(a.shape if a.size else (0, *shape[1:]))
     if a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape)):
         expected = ", ".join("N" if s is None else str(s) for s in shape)
-        raise MorphableError(f"{what} has shape {a.shape}, expected ({expected}{',' if len(shape) == 1 else ''})")
+        raise MorphableError(f"{what} has shape {a.shape}, expected ({expected})")
     if a.size and (a.min() < 0 or a.max() >= bound):
         raise MorphableError(f"{what} indices must be in 0..{bound - 1}, found {a.min()}..{a.max()}")
     return a
