@@ -87,7 +87,7 @@ def synthetic_dataset(work: Path, subjects: int, frames: int, seed: int) -> Path
 def ict_dataset(work: Path, subjects: int, frames: int, seed: int, n_vertices: int) -> Path:
     """ICT-FaceKit skin samples restricted to the vertices kept by decimating the neutral skin to
     ``n_vertices`` (QEM, original vertex subset), with the decimated faces."""
-    from morphable.data.linear_model import load_ict, sample_sequences
+    from morphable.data.linear import ICT_SKIN_VERTICES, load_ict, sample_sequences
     from morphable.data.registered import write_coma_layout
     from morphable.mesh.qem import decimate
 
@@ -96,11 +96,11 @@ def ict_dataset(work: Path, subjects: int, frames: int, seed: int, n_vertices: i
             "subjects": subjects, "expressions": 12, "frames": frames, "decimated_to": n_vertices}
     if _reusable(out, meta):
         return out
-    model = load_ict(ICT_NPZ).skin_only()
-    dec = decimate(model.neutral, model.faces, n_vertices)
+    model = load_ict(ICT_NPZ).subset_vertices(ICT_SKIN_VERTICES)
+    dec = decimate(model.mean, model.faces, n_vertices)
     seq = sample_sequences(model, subjects, 12, frames, seed)
     write_coma_layout(out, seq.vertices[:, dec.kept], dec.faces, seq.subjects, seq.expressions, seq.frames,
-                      model.unit, {**meta, "skin_vertices": int(len(model.neutral))}, overwrite=True)
+                      model.unit, {**meta, "skin_vertices": model.n_vertices}, overwrite=True)
     return out
 
 

@@ -12,7 +12,7 @@ Protocol:
   single thread.
 * Observation: ``morphable data depth`` (:func:`morphable.data.scans.depth_observation`): 2,500
   back-projected pixels of a frontal 256 x 256 depth map of the held-out mesh.
-* Fitting: (a) the ICT linear model itself (:func:`morphable.implicit.linear_fit.fit_linear_run`, all 100
+* Fitting: (a) the ICT linear model itself (:func:`morphable.explicit.linear_fit.fit_linear_run`, all 100
   identity modes, no pose: the observation is in the model's frame); (b) NPM and (c) the tri-plane model
   with :func:`morphable.implicit.fit.fit_run` (zero code, Adam, truncated residuals, extraction at
   ``--res``^3). The linear baseline fits the very model that generated the scans, so it is exact up to
@@ -114,30 +114,30 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from morphable.data.linear_model import ICT_FACE_VERTICES, ICT_SKIN_VERTICES, load_ict
-    from morphable.data.sdf import write_sdf_dataset
+    from morphable.data.linear import ICT_FACE_VERTICES, ICT_SKIN_VERTICES, load_ict
     from morphable.data.scans import depth_observation
+    from morphable.data.sdf import write_sdf_dataset
     from morphable.experiment import train
+    from morphable.explicit.linear_fit import fit_linear_run
     from morphable.implicit.fit import fit_run
-    from morphable.implicit.linear_fit import fit_linear_run
     from morphable.io import UNIT_TO_MM, read_mesh, write_ply
     from morphable.metrics import region_metrics
 
     torch.set_num_threads(1)
     started = time.perf_counter()
-    model = load_ict(args.ict).skin_only(ICT_SKIN_VERTICES)
+    model = load_ict(args.ict).subset_vertices(ICT_SKIN_VERTICES)
     to_mm = UNIT_TO_MM[model.unit]
-    n_modes = len(model.identity_modes)
+    n_modes = model.n_shape
     train_w = np.random.default_rng(args.seed).standard_normal((args.train, n_modes))
     test_w = np.random.default_rng(args.seed + 1000).standard_normal((args.test, n_modes))
-    mask = np.arange(len(model.neutral)) < ICT_FACE_VERTICES
+    mask = np.arange(model.n_vertices) < ICT_FACE_VERTICES
     temporary = args.work is None
     work = Path(tempfile.mkdtemp(prefix="bm_implicit_eval.")) if temporary else args.work
     work.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     try:
         t0 = time.perf_counter()
-        data = write_sdf_dataset([(f"train_{i:02d}", model.shape(w), model.faces, mask) for i, w in enumerate(train_w)],
+        data = write_sdf_dataset([(f"train_{i:02d}", model.vertices(w), model.faces, mask) for i, w in enumerate(train_w)],
                                  work / "sdf", model.unit, n_surface=args.n_surface, n_near=args.n_near,
                                  n_ball=args.n_ball, seed=args.seed, overwrite=True, progress=False)
         timings["sdf_data_s"] = time.perf_counter() - t0
@@ -158,7 +158,7 @@ def main() -> None:
 
         per_identity = []
         for j, w in enumerate(test_w):
-            vertices = model.shape(w)
+            vertices = model.vertices(w)
             case = work / f"test_{j:02d}"
             case.mkdir(exist_ok=True)
             write_ply(case / "gt.ply", vertices, model.faces)
@@ -177,7 +177,7 @@ def main() -> None:
                       f"head {metrics['head']['chamfer_l1_mm']:.3f} mm, fit {info['fit_seconds']:.1f} s", flush=True)
 
             evaluate("linear (ICT)", lambda: fit_linear_run(args.ict, case / "cloud.ply", case / "linear",
-                                                            skin_vertices=ICT_SKIN_VERTICES),
+                                                            n_vertices=ICT_SKIN_VERTICES, overwrite=True),
                      case / "linear" / "fit.ply")
             for name in configs:
                 evaluate(name, lambda name=name: fit_run(work / name, case / "cloud.ply", case / name,

@@ -51,22 +51,22 @@ def main() -> None:
     import torch
 
     from morphable.data import sdf
-    from morphable.data.linear_model import ICT_FACE_VERTICES, load_ict
+    from morphable.data.linear import ICT_FACE_VERTICES, ICT_SKIN_VERTICES, load_ict
     from morphable.mesh.distance import signed_distance
     from morphable.mesh.topology import edge_report
     from morphable.render import Camera, depth_point_cloud, rasterize
 
     torch.set_num_threads(1)
     model = load_ict(args.ict)
-    identity = np.random.default_rng(0).standard_normal(len(model.identity_modes))
-    cases = {"full": model, "skin": model.skin_only()}
+    identity = np.random.default_rng(0).standard_normal(model.n_shape)
+    cases = {"full": model, "skin": model.subset_vertices(ICT_SKIN_VERTICES)}
     results: dict = {"counts": {"surface": args.surface, "near_per_sigma": args.near, "ball": args.ball,
                                 "sigmas": list(sdf.SIGMAS)},
                      "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
                                  "torch": torch.__version__, "omp_threads": os.environ["OMP_NUM_THREADS"]},
                      "cases": {}}
     for name, m in cases.items():
-        vertices = m.shape(identity)
+        vertices = m.vertices(identity)
         mask = np.arange(len(vertices)) < ICT_FACE_VERTICES
         normalised = sdf.Similarity.fit([vertices]).apply(vertices)
         row: dict = {"vertices": len(vertices), "faces": len(m.faces),

@@ -17,7 +17,11 @@ Meshes are compared through :data:`METRIC_SAMPLES` area-weighted samples of each
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+
+from morphable.errors import input_error
 
 
 def per_vertex_errors(pred: np.ndarray, target: np.ndarray, to_mm: float) -> np.ndarray:
@@ -121,3 +125,18 @@ def region_metrics(pred: tuple[np.ndarray, np.ndarray], gt: tuple[np.ndarray, np
     out["face"] = surface_metrics(p.points[p_face], p.face_normals[p_face], g.points[g_face], g.face_normals[g_face],
                                   to_mm)
     return out
+
+
+def read_ground_truth(gt_path: str | os.PathLike | None, region_vertices: int | None):
+    """The ground-truth mesh of ``--gt`` (or None) and its face-region mask ``(V,)`` (vertices
+    ``0..region_vertices-1``; None: the whole mesh), checked before any work is done."""
+    from morphable.io import read_mesh
+
+    if gt_path is None:
+        return None, None
+    gt = read_mesh(gt_path)
+    if region_vertices is None:
+        return gt, None
+    if not 0 < region_vertices <= len(gt.vertices):
+        raise input_error(gt_path, f"--region-vertices {region_vertices} is not in 1..{len(gt.vertices)}")
+    return gt, np.arange(len(gt.vertices)) < region_vertices

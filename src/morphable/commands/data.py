@@ -1,5 +1,5 @@
-"""``morphable data``: make datasets (synthetic faces, ICT-FaceKit samples, SDF samples of scans, depth
-observations) and check them."""
+"""``morphable data``: make datasets (synthetic faces, samples of a linear face model, SDF samples of scans,
+depth observations) and check them."""
 
 from __future__ import annotations
 
@@ -18,13 +18,25 @@ def register(subparsers) -> None:
     _add_sequence_args(synth, subjects=12, expressions=12, frames=10)
     synth.set_defaults(func=run_synth)
 
-    ict = sub.add_parser("ict", help="sample a COMA-layout dataset from the ICT-FaceKit linear model")
+    ict = sub.add_parser("ict", help="sample a COMA-layout dataset from the ICT-FaceKit linear model "
+                                     "('data linear' on its outer skin)")
     ict.add_argument("--model", required=True, help="ICT-FaceKit .npz or upstream FaceXModel folder")
     ict.add_argument("--out", required=True, help="output folder")
     _add_sequence_args(ict, subjects=12, expressions=12, frames=10)
     ict.add_argument("--full-head", action="store_true",
                      help="keep every vertex (default: only the outer skin surface, vertices 0..11247)")
     ict.set_defaults(func=run_ict)
+
+    linear = sub.add_parser("linear", help="sample a COMA-layout dataset from any linear face model "
+                                           "(ICT-FaceKit, generic .npz, Basel Face Model .h5)")
+    linear.add_argument("model", help="ICT-FaceKit .npz or FaceXModel folder, generic .npz (docs/linear-models.md) "
+                                      "or BFM .h5")
+    linear.add_argument("--out", required=True, help="output folder")
+    _add_sequence_args(linear, subjects=12, expressions=None, frames=None)
+    linear.add_argument("--vertices", type=int, help="keep the model's first N vertices (ICT-FaceKit outer skin: "
+                                                     "11248; default: all)")
+    linear.add_argument("--unit", choices=("m", "cm", "mm"), help="override the model's unit (BFM .h5: mm)")
+    linear.set_defaults(func=run_linear)
 
     info = sub.add_parser("info", help="validate every file of a dataset and print a summary")
     info.add_argument("path", help="dataset folder or .npy array")
@@ -60,11 +72,16 @@ def _add_scan_parsers(sub) -> None:
     depth.set_defaults(func=run_data_depth)
 
 
-def _add_sequence_args(parser: argparse.ArgumentParser, subjects: int, expressions: int, frames: int) -> None:
+def _add_sequence_args(parser: argparse.ArgumentParser, subjects: int, expressions: int | None,
+                       frames: int | None) -> None:
+    """``--subjects --expressions --frames --seed --overwrite``; None: 12 expressions x 10 frames, or 1 x 1
+    for a model without expression modes."""
+    per_model = "12, or 1 for a model without expression modes"
     parser.add_argument("--subjects", type=int, default=subjects, help=f"number of subjects (default {subjects})")
     parser.add_argument("--expressions", type=int, default=expressions,
-                        help=f"number of expressions, at most 12 (default {expressions})")
-    parser.add_argument("--frames", type=int, default=frames, help=f"frames per sequence (default {frames})")
+                        help=f"number of expressions, at most 12 (default {expressions or per_model})")
+    parser.add_argument("--frames", type=int, default=frames,
+                        help=f"frames per sequence (default {frames or per_model.replace('12', '10')})")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
@@ -126,19 +143,46 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def run_ict(args: argparse.Namespace) -> int:
-    from morphable.data.linear_model import load_ict, sample_sequences
-    from morphable.data.registered import write_coma_layout
+    from morphable.data.linear import ICT_SKIN_VERTICES, load_ict
 
     _check_counts(args)
     model = load_ict(args.model)
     if not args.full_head:
-        model = model.skin_only()
-    seq = sample_sequences(model, args.subjects, args.expressions, args.frames, args.seed)
+        model = model.subset_vertices(ICT_SKIN_VERTICES)
     meta = {"source": f"ICT-FaceKit ({args.model})", "seed": args.seed, "skin_only": not args.full_head,
-            "identity_modes": int(len(model.identity_modes))}
+            "identity_modes": model.n_shape}
+    return _write_linear_samples(args, model, meta, "ICT-FaceKit samples")
+
+
+def run_linear(args: argparse.Namespace) -> int:
+    from morphable.data.linear import load_linear_model
+    from morphable.errors import MorphableError, input_error
+
+    model = load_linear_model(args.model, unit=args.unit)
+    if args.vertices is not None:
+        try:
+            model = model.subset_vertices(args.vertices)
+        except MorphableError as exc:
+            raise input_error(args.model, f"--vertices: {exc}") from None
+    for name, default in (("expressions", 12), ("frames", 10)):
+        if getattr(args, name) is None:
+            setattr(args, name, default if model.n_expr else 1)
+    _check_counts(args)
+    meta = {"source": f"{model.name} ({args.model})", "seed": args.seed, "vertices": model.n_vertices,
+            "shape_modes": model.n_shape, "expression_modes": model.n_expr}
+    return _write_linear_samples(args, model, meta, f"{model.name} samples")
+
+
+def _write_linear_samples(args: argparse.Namespace, model, meta: dict, title: str) -> int:
+    """Sample expression sequences of ``model`` (:func:`morphable.data.linear.sample_sequences`) and write them
+    in the COMA layout with ``dataset.json`` and a preview."""
+    from morphable.data.linear import sample_sequences
+    from morphable.data.registered import write_coma_layout
+
+    seq = sample_sequences(model, args.subjects, args.expressions, args.frames, args.seed)
     out = write_coma_layout(args.out, seq.vertices, model.faces, seq.subjects, seq.expressions, seq.frames,
                             model.unit, meta, overwrite=args.overwrite)
-    write_preview(out, seq.vertices, model.faces, seq.subjects, seq.expressions, "ICT-FaceKit samples")
+    write_preview(out, seq.vertices, model.faces, seq.subjects, seq.expressions, title)
     print(f"wrote {len(seq.vertices)} meshes ({seq.vertices.shape[1]} vertices, unit {model.unit}) to {out}; "
           f"preview: {out / PREVIEW_FILE}")
     return 0

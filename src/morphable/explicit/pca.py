@@ -7,7 +7,11 @@ right singular vectors ``P (n_z, 3V)`` of ``X - mu``:
     decode(z) = mu + P^T z          (3V,)
 
 so reconstruction is the orthogonal projection onto the principal subspace. ``stddev`` holds the
-standard deviation of each code (``s_k / sqrt(N - 1)``), used to sample new faces ``z ~ N(0, diag(stddev^2))``.
+standard deviation of each code (``s_k / sqrt(N - 1)``, the square root of the explained variance), used to
+sample new faces ``z ~ N(0, diag(stddev^2))``. :meth:`PCAModel.to_linear_model` exports the model as a
+:class:`~morphable.data.linear.LinearFaceModel` with shape basis ``P`` and deviations ``stddev`` (its
+coefficients are ``z / stddev``), which ``morphable fit-linear`` and ``morphable data linear`` read once saved
+with ``save_npz``.
 
 Exact SVD is used when ``min(N, 3V) <= 4000``; otherwise a randomised SVD (Halko et al. 2011,
 oversampling 20, 4 power iterations with re-orthonormalisation), whose error at these sizes is far
@@ -17,8 +21,12 @@ below float32 precision of the data.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from morphable.data.linear import LinearFaceModel
 
 EXACT_SVD_LIMIT = 4000
 
@@ -69,6 +77,13 @@ class PCAModel:
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` random faces ``(n, V, 3)`` with codes drawn from the fitted Gaussian."""
         return self.decode(rng.standard_normal((n, self.latent_size)) * self.stddev)
+
+    def to_linear_model(self, faces: np.ndarray, unit: str, name: str = "PCA") -> LinearFaceModel:
+        """The linear model ``mean + sum_k a_k stddev_k P_k`` (``a = z / stddev ~ N(0, I)``) on the template
+        ``faces (F, 3)``, in the training data's ``unit``; no expression basis."""
+        from morphable.data.linear import LinearFaceModel
+
+        return LinearFaceModel(self.mean, self.components, faces, unit, shape_std=self.stddev, name=name)
 
     def state(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean, "components": self.components, "stddev": self.stddev}

@@ -140,9 +140,8 @@ def ground_truth_metrics(model, gt: Sequence[str], region_vertices: int | None, 
                          metric_samples: int) -> dict[str, dict]:
     """``{shape name: {"face": ..., "head": ...}}``: each ground-truth mesh against the extraction of the
     training code of the same name (the file's stem), in the data's unit converted to mm."""
-    from morphable.implicit.fit import read_ground_truth
     from morphable.io import UNIT_TO_MM
-    from morphable.metrics import region_metrics
+    from morphable.metrics import read_ground_truth, region_metrics
 
     out = {}
     for path in gt:

@@ -21,11 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from morphable.errors import input_error
-from morphable.metrics import METRIC_SAMPLES, region_metrics
+from morphable.metrics import METRIC_SAMPLES, read_ground_truth, region_metrics
 
 
 def fit_code(field_fn, latent_dim: int, points: torch.Tensor, steps: int = 1000, lr: float = 0.01,
@@ -47,21 +46,6 @@ def fit_code(field_fn, latent_dim: int, points: torch.Tensor, steps: int = 1000,
         optimiser.step()
         history.append(float(energy.detach()))
     return code.detach()[0], history
-
-
-def read_ground_truth(gt_path: str | os.PathLike | None, region_vertices: int | None):
-    """The ground-truth mesh of ``--gt`` (or None) and its face-region mask ``(V,)`` (vertices
-    ``0..region_vertices-1``; None: the whole mesh), checked before any work is done."""
-    from morphable.io import read_mesh
-
-    if gt_path is None:
-        return None, None
-    gt = read_mesh(gt_path)
-    if region_vertices is None:
-        return gt, None
-    if not 0 < region_vertices <= len(gt.vertices):
-        raise input_error(gt_path, f"--region-vertices {region_vertices} is not in 1..{len(gt.vertices)}")
-    return gt, np.arange(len(gt.vertices)) < region_vertices
 
 
 def fit_run(run_path: str | os.PathLike, points_path: str | os.PathLike, out: str | os.PathLike,

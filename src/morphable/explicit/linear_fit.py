@@ -1,9 +1,13 @@
-"""Fitting a linear face model (e.g. ICT-FaceKit) to a depth point cloud: the linear baseline of thesis
-Table 6.1 (the thesis fitted FLAME; here the same role is played by the linear model the data came from).
+"""Fitting a linear face model (any :class:`~morphable.data.linear.LinearFaceModel`: ICT-FaceKit, BFM, a PCA
+export, ...) to a depth point cloud: the linear baseline of thesis Table 6.1 (the thesis fitted FLAME; here the
+same role is played by the linear model the data came from).
 
-Model: ``y(w) = mu + sum_k w_k B_k`` with ``mu (V, 3)``, identity modes ``B (K, V, 3)`` in standard-deviation
-units, so the prior is ``w ~ N(0, I)``. Optionally the mesh is placed in the observation frame by a rigid
-or similarity transform about the neutral's centroid ``m``:
+Model: ``y(w) = mu + sum_k w_k B_k`` with ``mu (V, 3)`` and ``B (K, V, 3)`` the first ``n_shape`` shape modes
+then the first ``n_expr`` expression modes, each multiplied by its standard deviation
+(:meth:`LinearFaceModel.torch_model`), so ``w = [a; b]`` is in standard-deviation units and the prior is
+``w ~ N(0, I)`` (for blendshape expressions such as ICT's, whose weights lie in [0, 1], this is a ridge
+penalty, not a bound). Optionally the mesh is placed in the observation frame by a rigid or similarity
+transform about the mean's centroid ``m``:
 
     T(y) = s R (y - m) + m + t          (pose "none": s = 1, R = I, t = 0; "rigid": s = 1)
 
@@ -50,10 +54,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from morphable.data.linear_model import LinearFaceModel
-from morphable.data.registered import UNIT_TO_MM
+from morphable.data.linear import LinearFaceModel
 from morphable.errors import MorphableError, input_error
-from morphable.implicit.fit import METRIC_SAMPLES
+from morphable.io import UNIT_TO_MM
+from morphable.metrics import METRIC_SAMPLES
 
 Pose = Literal["none", "rigid", "similarity"]
 POSE_PARAMETERS = {"none": 0, "rigid": 6, "similarity": 7}
@@ -64,16 +68,19 @@ class LinearFit:
     """Result of :func:`fit_linear_model`.
 
     Attributes:
-        coefficients: ``(K,)`` identity coefficients ``w`` (standard deviations).
+        shape_coefficients: ``(K_s,)`` shape coefficients ``a`` (standard deviations).
+        expression_coefficients: ``(K_e,)`` expression coefficients ``b`` (standard deviations; empty when
+            no expression mode was fitted).
         rotation: ``(3, 3)``; translation: ``(3,)``; scale: ``s`` (model -> observation frame about
-            ``centre``, the neutral's centroid ``(3,)``).
+            ``centre``, the mean's centroid ``(3,)``).
         vertices: ``(V, 3)`` the fitted mesh ``T(y(w))`` in the observation frame.
         energy: ``E`` per iteration (true distances), the first at the initial parameters.
         best_iteration: index into ``energy`` of the returned parameters.
         inlier_fraction: share of points with ``d_i < tau`` at the returned parameters.
     """
 
-    coefficients: torch.Tensor
+    shape_coefficients: torch.Tensor
+    expression_coefficients: torch.Tensor
     rotation: torch.Tensor
     translation: torch.Tensor
     scale: float
@@ -92,7 +99,7 @@ def closest_points(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray
         distances ``(N,)``, triangle indices ``(N,)`` int64 and barycentric coordinates ``(N, 3)`` of the
         closest points in those triangles (float64, clipped to [0, 1] and renormalised).
     """
-    from morphable.data.sdf import barycentric_coordinates, igl_module
+    from morphable.mesh.distance import barycentric_coordinates, igl_module
 
     igl = igl_module()
     V = np.ascontiguousarray(vertices, dtype=np.float64)
@@ -111,17 +118,19 @@ def _skew(v: torch.Tensor) -> torch.Tensor:
                         torch.stack([-v[1], v[0], zero])])
 
 
-def fit_linear_model(model: LinearFaceModel, points: torch.Tensor | np.ndarray, *, n_modes: int | None = None,
-                     pose: Pose = "none", noise_mm: float = 1.0, truncation_mm: float = 10.0,
+def fit_linear_model(model: LinearFaceModel, points: torch.Tensor | np.ndarray, *, n_shape: int | None = None,
+                     n_expr: int = 0, pose: Pose = "none", noise_mm: float = 1.0, truncation_mm: float = 10.0,
                      prior_weight: float = 1.0, iterations: int = 30, tol: float = 1e-9,
                      damping: float = 1e-3) -> LinearFit:
-    """Fit identity coefficients (and optionally a pose) of ``model`` to ``points`` (see the module docstring).
+    """Fit shape (and expression) coefficients and optionally a pose of ``model`` to ``points`` (see the module
+    docstring).
 
     Args:
-        model: the linear model (``neutral (V, 3)``, ``identity_modes (K0, V, 3)``, ``faces``, ``unit``);
-            use ``model.skin_only()`` for ICT-FaceKit so that eyes and mouth interior attract no points.
+        model: the linear model; use ``model.subset_vertices(ICT_SKIN_VERTICES)`` for ICT-FaceKit so that eyes
+            and mouth interior attract no points.
         points: ``(N, 3)`` observation in the model's units and frame (up to ``pose``).
-        n_modes: use the first ``n_modes`` identity modes (default all).
+        n_shape: fit the first ``n_shape`` shape modes (default all).
+        n_expr: fit the first ``n_expr`` expression modes (default 0: a neutral expression).
         pose: ``"none"``, ``"rigid"`` (R, t) or ``"similarity"`` (s, R, t).
         noise_mm: ``sigma``, the distance noise in mm; truncation_mm: ``tau`` in mm.
         prior_weight: ``lambda`` (1 = the model's N(0, I) prior).
@@ -133,7 +142,7 @@ def fit_linear_model(model: LinearFaceModel, points: torch.Tensor | np.ndarray, 
         :class:`LinearFit` (tensors float64 on the device of ``points``).
 
     Raises:
-        MorphableError: empty or non-finite points, bad ``n_modes`` or ``pose``.
+        MorphableError: empty or non-finite points, bad ``n_shape``, ``n_expr`` or ``pose``.
     """
     if pose not in POSE_PARAMETERS:
         raise MorphableError(f"unknown pose {pose!r}: choose none, rigid or similarity")
@@ -144,17 +153,17 @@ def fit_linear_model(model: LinearFaceModel, points: torch.Tensor | np.ndarray, 
         raise MorphableError(f"points must have shape (N, 3) with N > 0, got {tuple(pts.shape)}")
     if not torch.isfinite(pts).all():
         raise MorphableError("points contain NaN or infinite values")
-    k_all = len(model.identity_modes)
-    K = k_all if n_modes is None else n_modes
-    if not 0 <= K <= k_all:
-        raise MorphableError(f"n_modes {K} is not in 0..{k_all}")
+    n_shape = model.n_shape if n_shape is None else n_shape
+    if not (0 <= n_shape <= model.n_shape and 0 <= n_expr <= model.n_expr):
+        raise MorphableError(f"n_shape {n_shape} / n_expr {n_expr} not in 0..{model.n_shape} / 0..{model.n_expr}")
     if not (noise_mm > 0 and truncation_mm > 0 and prior_weight >= 0):
         raise MorphableError("noise_mm and truncation_mm must be positive, prior_weight non-negative")
     to_unit = 1.0 / UNIT_TO_MM[model.unit]
     sigma2, tau = (noise_mm * to_unit) ** 2, truncation_mm * to_unit
 
-    mu = torch.as_tensor(np.asarray(model.neutral), dtype=torch.float64, device=device)
-    modes = torch.as_tensor(np.asarray(model.identity_modes[:K]), device=device).to(torch.float64)
+    linear = model.torch_model(n_shape, n_expr, device=device)
+    mu, modes = linear.mean, linear.basis
+    K = len(modes)
     faces = torch.as_tensor(np.asarray(model.faces), dtype=torch.long, device=device)
     faces_np = faces.cpu().numpy()
     pts_np = pts.cpu().numpy()
@@ -167,7 +176,7 @@ def fit_linear_model(model: LinearFaceModel, points: torch.Tensor | np.ndarray, 
     log_s = mu.new_zeros(())
 
     def posed(w_: torch.Tensor, R_: torch.Tensor, t_: torch.Tensor, log_s_: torch.Tensor) -> torch.Tensor:
-        y = mu + torch.einsum("k,kvc->vc", w_, modes)
+        y = linear(w_)
         return torch.exp(log_s_) * (y - centre) @ R_.T + centre + t_
 
     energy: list[float] = []
@@ -219,57 +228,66 @@ def fit_linear_model(model: LinearFaceModel, points: torch.Tensor | np.ndarray, 
                 log_s = log_s + step[K + 6]
     assert best is not None
     e, it, (w, R, t, log_s, vertices, inliers) = best
-    return LinearFit(w, R, t, float(torch.exp(log_s)), centre, vertices, energy, it, inliers)
+    return LinearFit(w[:n_shape], w[n_shape:], R, t, float(torch.exp(log_s)), centre, vertices, energy, it, inliers)
 
 
 def fit_linear_run(model_path: str | os.PathLike, points_path: str | os.PathLike, out: str | os.PathLike,
                    gt_path: str | os.PathLike | None = None, region_vertices: int | None = None,
-                   skin_vertices: int | None = None, n_modes: int | None = None, pose: Pose = "none",
+                   n_vertices: int | None = None, n_shape: int | None = None, n_expr: int = 0, pose: Pose = "none",
                    noise_mm: float = 1.0, truncation_mm: float = 10.0, prior_weight: float = 1.0,
-                   iterations: int = 30, metric_samples: int = METRIC_SAMPLES) -> dict[str, Any]:
-    """Fit an ICT-FaceKit-style linear model file to a point cloud and write ``out``: ``fit.ply`` (the fitted
-    mesh, model units), ``coefficients.safetensors`` (``coefficients (K,)``, ``rotation``, ``translation``,
-    ``scale``) and ``metrics.json`` (energies, iterations, ``fit_seconds``, inlier fraction, and with
-    ``gt_path`` the ``{"face": ..., "head": ...}`` surface metrics of :func:`morphable.implicit.fit.region_metrics`).
+                   iterations: int = 30, metric_samples: int = METRIC_SAMPLES, unit: str | None = None,
+                   overwrite: bool = False) -> dict[str, Any]:
+    """Fit a linear model file (any format of :func:`~morphable.data.linear.load_linear_model`) to a point cloud
+    and write the folder ``out``: ``fit.ply`` (the fitted mesh, model units), ``coefficients.safetensors``
+    (``shape_coefficients (K_s,)``, ``expression_coefficients (K_e,)``, ``rotation``, ``translation``, ``scale``)
+    and ``metrics.json`` (energies, iterations, ``fit_seconds``, inlier fraction, and with ``gt_path`` the
+    ``{"face": ..., "head": ...}`` surface metrics of :func:`morphable.metrics.region_metrics`).
 
-    ``skin_vertices``: restrict the model to its first vertices (ICT-FaceKit: 11248, the outer skin);
+    ``n_vertices``: restrict the model to its first vertices (ICT-FaceKit: 11248, the outer skin);
     ``region_vertices``: ground-truth vertices ``0..N-1`` are the face region (ICT-FaceKit: 9409);
     ``metric_samples``: points per surface for the metrics (their nearest-neighbour distances have a
-    sampling floor: about 0.7 mm Chamfer-L1 for an ICT head at 100k points, 0.23 mm at 1M).
+    sampling floor: about 0.7 mm Chamfer-L1 for an ICT head at 100k points, 0.23 mm at 1M);
+    ``unit``: override the model's unit. A non-empty ``out`` is refused unless ``overwrite``; the folder is
+    written under a temporary name and renamed at the end, so a failed call leaves nothing behind.
     """
-    from morphable.data.linear_model import load_ict
-    from morphable.implicit.fit import read_ground_truth, region_metrics
-    from morphable.io import read_mesh, save_weights, write_json, write_mesh
+    from morphable.data.linear import load_linear_model
+    from morphable.io import atomic_folder, read_mesh, save_weights, write_json, write_mesh
+    from morphable.metrics import read_ground_truth, region_metrics
 
-    model = load_ict(model_path)
-    if skin_vertices is not None:
-        if not 0 < skin_vertices <= len(model.neutral):
-            raise input_error(model_path, f"skin vertices {skin_vertices} not in 1..{len(model.neutral)}")
-        model = model.skin_only(skin_vertices)
-    if n_modes is not None and not 0 <= n_modes <= len(model.identity_modes):
-        raise input_error(model_path, f"the model has {len(model.identity_modes)} identity modes, not {n_modes}")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise input_error(out, "output folder exists and is not empty (use --overwrite)")
+    model = load_linear_model(model_path, unit=unit)
+    try:
+        if n_vertices is not None:
+            model = model.subset_vertices(n_vertices)
+        model = model.truncate(n_shape, n_expr)
+    except MorphableError as exc:
+        raise input_error(model_path, str(exc)) from None
     cloud = read_mesh(points_path).vertices
     if len(cloud) == 0 or not np.isfinite(cloud).all():
         raise input_error(points_path, "the point cloud is empty or has NaN/infinite coordinates")
     gt, mask = read_ground_truth(gt_path, region_vertices)
     started = time.perf_counter()
-    result = fit_linear_model(model, torch.from_numpy(cloud), n_modes=n_modes, pose=pose, noise_mm=noise_mm,
+    result = fit_linear_model(model, torch.from_numpy(cloud), n_expr=model.n_expr, pose=pose, noise_mm=noise_mm,
                               truncation_mm=truncation_mm, prior_weight=prior_weight, iterations=iterations)
     seconds = time.perf_counter() - started
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     vertices = result.vertices.cpu().numpy()
-    write_mesh(out / "fit.ply", vertices, model.faces)
-    save_weights(out / "coefficients.safetensors",
-                 {"coefficients": result.coefficients.cpu(), "rotation": result.rotation.cpu(),
-                  "translation": result.translation.cpu(), "scale": torch.tensor(result.scale)},
-                 {"model": str(model_path), "pose": pose})
     metrics: dict[str, Any] = {"energy_first": result.energy[0], "energy_last": result.energy[result.best_iteration],
                                "iterations": len(result.energy) - 1, "inlier_fraction": result.inlier_fraction,
-                               "fit_seconds": round(seconds, 3)}
+                               "fit_seconds": round(seconds, 3), "shape_modes": model.n_shape,
+                               "expression_modes": model.n_expr}
     if gt is not None:
         metrics.update(region_metrics((vertices, model.faces), (gt.vertices, gt.faces), mask,
                                       UNIT_TO_MM[model.unit], n_samples=metric_samples))
         metrics["metric_samples"] = metric_samples
-    write_json(out / "metrics.json", metrics)
+    with atomic_folder(out) as folder:
+        write_mesh(folder / "fit.ply", vertices, model.faces)
+        save_weights(folder / "coefficients.safetensors",
+                     {"shape_coefficients": result.shape_coefficients.cpu(),
+                      "expression_coefficients": result.expression_coefficients.cpu(),
+                      "rotation": result.rotation.cpu(), "translation": result.translation.cpu(),
+                      "scale": torch.tensor(result.scale)},
+                     {"model": str(model_path), "pose": pose, "unit": model.unit})
+        write_json(folder / "metrics.json", metrics)
     return metrics
