@@ -75,7 +75,7 @@ def ddp_results(tmp_path_factory):
     for i, r in enumerate(RADII):
         sphere = trimesh.creation.icosphere(subdivisions=2, radius=r)
         write_ply(root / "meshes" / f"s{i}.ply", sphere.vertices, sphere.faces)
-    assert main(["data", "sdf", str(root / "meshes"), "--out", str(root / "sdf"), "--n-surface", "1000",
+    assert main(["data", "sdf", str(root / "meshes"), "--out", str(root / "sdf"), "--unit", "m", "--n-surface", "1000",
                  "--n-near", "1000", "--n-ball", "500"]) == 0
     (root / "run").mkdir()
     run_gloo(_job, 2, str(root))

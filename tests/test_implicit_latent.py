@@ -108,7 +108,7 @@ def test_blend_similarities():
     np.testing.assert_allclose(t.translation, (1.5, 0.5, -0.5))
 
 
-def test_sample_cli_writes_meshes_codes_picture_and_json(npm_run, tmp_path, capsys):  # noqa: F811
+def test_sample_cli_writes_meshes_codes_picture_and_json(npm_run, tmp_path, capsys):
     from morphable.implicit.experiment import load_implicit
 
     out = tmp_path / "samples"
@@ -134,9 +134,9 @@ def test_sample_cli_writes_meshes_codes_picture_and_json(npm_run, tmp_path, caps
     assert (out / "samples.png").stat().st_size > 1000
 
 
-def test_interpolate_cli_ends_are_the_extracted_training_shapes(npm_run, tmp_path):  # noqa: F811
+def test_interpolate_cli_ends_are_the_extracted_training_shapes(npm_run, tmp_path):
     out = tmp_path / "strip"
-    assert main(["interpolate", str(npm_run), "--a", "0", "--b", "1", "--steps", "3", "--res", "32",
+    assert main(["interpolate", str(npm_run), "--source", "0", "--target", "1", "--n", "3", "--res", "32",
                  "--out", str(out)]) == 0
     info = read_json(out / "interpolation.json")
     assert info["t"] == [0.0, 0.5, 1.0] and info["names"] == ["large", "small"]
@@ -156,16 +156,16 @@ def test_interpolate_cli_ends_are_the_extracted_training_shapes(npm_run, tmp_pat
     assert (out / "interpolation.png").stat().st_size > 1000
 
 
-def test_bad_inputs_exit_2_with_one_line(npm_run, tmp_path, capsys):  # noqa: F811
-    assert main(["interpolate", str(npm_run), "--a", "0", "--b", "2", "--out", str(tmp_path / "i")]) == 2
+def test_bad_inputs_exit_2_with_one_line(npm_run, tmp_path, capsys):
+    assert main(["interpolate", str(npm_run), "--source", "0", "--target", "2", "--out", str(tmp_path / "i")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "model.safetensors" in err[0] and "--b 2 out of range" in err[0]
+    assert len(err) == 1 and str(npm_run) in err[0] and "--target 2 out of range" in err[0]
     assert not (tmp_path / "i").exists()
     assert main(["sample", str(tmp_path / "nowhere"), "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nowhere" in err[0] and "not a run folder" in err[0]
     assert main(["sample", str(npm_run), "--n", "0", "--out", str(tmp_path / "s")]) == 2
     assert main(["sample", str(npm_run), "--shrinkage", "2", "--out", str(tmp_path / "s")]) == 2
-    assert main(["interpolate", str(npm_run), "--a", "0", "--b", "1", "--steps", "1",
+    assert main(["interpolate", str(npm_run), "--source", "0", "--target", "1", "--n", "1",
                  "--out", str(tmp_path / "s")]) == 2
     assert not (tmp_path / "s").exists()

@@ -113,7 +113,7 @@ def test_bad_inputs_exit_2_with_one_line(npm_run, tmp_path, capsys):
     assert main(["extract", str(npm_run), "--code", "5", "--out", str(tmp_path / "m.ply")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "code 5 out of range" in err[0]
-    assert main(["data", "sdf", str(tmp_path / "empty_missing"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["data", "sdf", str(tmp_path / "empty_missing"), "--out", str(tmp_path / "o"), "--unit", "m"]) == 2
 
 
 def test_fit_cli_recovers_the_observed_sphere(npm_run, sdf_dir, tmp_path):

@@ -234,7 +234,7 @@ def test_part_regions_and_ellipse_area():
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    from morphable.experiment import train_experiment
+    from morphable.experiment import train
 
     root = tmp_path_factory.mktemp("lwae") / "faces"
     sphere = trimesh.creation.icosphere(subdivisions=2)
@@ -253,11 +253,11 @@ def trained_run(tmp_path_factory):
     config.train.epochs = 2
     config.train.batch_size = 8
     out = tmp_path_factory.mktemp("runs") / "lwae"
-    return train_experiment(config, out, progress=False), out, root, config
+    return train(config, out, progress=False), out, root, config
 
 
 def test_lwae_trains_and_reports(trained_run):
-    from morphable.experiment import load_codec
+    from morphable.explicit.experiment import load_codec
     from morphable.runs import Run
 
     metrics, out, root, config = trained_run
@@ -293,7 +293,7 @@ def test_parts_command(trained_run, tmp_path, capsys):
     from morphable.io import read_mesh, write_ply
 
     _, out, root, _ = trained_run
-    assert main(["parts", str(out), "--source", "0", "--target", "1", "--part", "all", "--steps", "3",
+    assert main(["parts", str(out), "--source", "0", "--target", "1", "--part", "all", "--n", "3",
                  "--out", str(tmp_path / "interp")]) == 0
     assert len(list((tmp_path / "interp").glob("part*_step*.ply"))) == 4 * 3
     assert (tmp_path / "interp" / "part_interpolation.png").exists()
@@ -301,7 +301,7 @@ def test_parts_command(trained_run, tmp_path, capsys):
     other = read_mesh(tmp_path / "interp" / "part0_step00.ply").vertices
     assert np.allclose(first, other, atol=1e-5)  # t = 0 is the source for every part
     capsys.readouterr()
-    assert main(["parts", str(out), "--source", "1", "--target", "1", "--part", "0", "--steps", "2",
+    assert main(["parts", str(out), "--source", "1", "--target", "1", "--part", "0", "--n", "2",
                  "--out", str(tmp_path / "same")]) == 0
     assert "are the same mesh" in capsys.readouterr().err
     face = load_registered(root, progress=False).vertices[0]
@@ -311,10 +311,18 @@ def test_parts_command(trained_run, tmp_path, capsys):
                  "--out", str(tmp_path / "swap")]) == 0
     assert (tmp_path / "swap" / "swap.ply").exists() and (tmp_path / "swap" / "swap.png").exists()
     write_ply(tmp_path / "bad.ply", face[:-5], faces[:10])
-    assert main(["parts", str(out), "--source", str(tmp_path / "bad.ply"), "--target", "0",
-                 "--out", str(tmp_path / "x")]) == 2
-    assert main(["parts", str(out), "--swap", "0", "1", "--out", str(tmp_path / "y")]) == 2
-    assert main(["parts", str(out), "--source", "0", "--target", "999", "--out", str(tmp_path / "z")]) == 2
+    n = len(face)
+    for argv, fragments in (
+            (["--source", str(tmp_path / "bad.ply"), "--target", "0", "--out", str(tmp_path / "x")],
+             (str(tmp_path / "bad.ply"), f"the run's meshes are (N, {n}, 3)")),
+            (["--swap", "0", "1", "--out", str(tmp_path / "y")], ("one face per part (4 faces), got 2",)),
+            (["--source", "0", "--target", "999", "--out", str(tmp_path / "z")], ("outside the run's test set",)),
+            (["--source", "0", "--target", "1", "--out", str(tmp_path / "interp")], ("--overwrite",))):
+        capsys.readouterr()
+        assert main(["parts", str(out), *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and all(f in err for f in fragments), err
+    assert not any((tmp_path / name).exists() for name in ("x", "y", "z"))
 
 
 def test_partition_weights_sum_to_one_keep_argmax_and_fill_empty_rows():

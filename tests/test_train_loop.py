@@ -190,8 +190,12 @@ def test_make_optimizer_follows_the_config_and_refuses_unknown_names():
         opt = make_optimizer(TrainConfig(optimizer=name, lr=0.25, weight_decay=0.5, momentum=0.7), params)
         assert type(opt) is cls and opt.param_groups[0]["lr"] == 0.25 and opt.param_groups[0]["weight_decay"] == 0.5
     assert make_optimizer(TrainConfig(optimizer="sgd", momentum=0.7), params).param_groups[0]["momentum"] == 0.7
+    with pytest.raises(MorphableError, match="train.optimizer must be one of sgd, adam, adamw; got 'rmsprop'"):
+        TrainConfig(optimizer="rmsprop")
+    edited = TrainConfig()
+    edited.optimizer = "rmsprop"  # set after construction: make_optimizer still refuses it
     with pytest.raises(MorphableError, match="unknown optimizer 'rmsprop'"):
-        make_optimizer(TrainConfig(optimizer="rmsprop"), params)
+        make_optimizer(edited, params)
     with pytest.raises(MorphableError, match="interval 'batch'"):
         SchedulerSpec(None, "batch")
     with pytest.raises(MorphableError, match="selection mode 'best'"):

@@ -14,8 +14,8 @@ import trimesh
 from morphable.config import PRESETS, AutoencoderConfig, ExperimentConfig, LWAEConfig, TrainConfig
 from morphable.data.registered import Normaliser
 from morphable.errors import MorphableError
-from morphable.explicit.lwae import LWAEMethod, lwae_method
-from morphable.explicit.method import AutoencoderMethod, template_hierarchy
+from morphable.explicit.lwae import LWAEMethod
+from morphable.explicit.method import template_hierarchy
 from morphable.implicit.method import ImplicitMethod
 from morphable.io import load_weights
 from morphable.train import BEST_CHECKPOINT, LAST_CHECKPOINT, LoopConfig, fit
@@ -48,9 +48,7 @@ def _method(name, meshes, train_weights=True):
     config = CONFIGS[name]()
     hierarchy = template_hierarchy(vertices[0], faces, config.model.factors)
     normaliser = Normaliser.fit(vertices[:12])
-    if name == "lwae":
-        return lwae_method(config, hierarchy, normaliser, CPU, vertices[:12] if train_weights else None)
-    return AutoencoderMethod(config, hierarchy, normaliser, CPU)
+    return config.spec.load().create(config, hierarchy, normaliser, CPU, vertices[:12] if train_weights else None)
 
 
 def _train(method, meshes, out, epochs, resume=False):
