@@ -129,6 +129,7 @@ def test_fit_cli_recovers_the_observed_sphere(npm_run, sdf_dir, tmp_path):
                  "--res", "32", "--metric-samples", "20000"]) == 0
     metrics = read_json(tmp_path / "fit" / "metrics.json")
     assert metrics["energy_last"] < 0.5 * metrics["energy_first"]
+    assert (tmp_path / "fit" / "fit.png").stat().st_size > 1000
     assert set(metrics["face"]) >= {"chamfer_l1_mm", "normal_consistency", "fscore_1mm"}
     # the other training shape (radius 0.5 m) as the prediction: about 300 mm off
     other = tmp_path / "other.ply"

@@ -126,3 +126,18 @@ def test_implicit_training_refuses_mesh_options(sdf_dir, tmp_path, capsys):
         one_line_error(capsys, ["train", "npm-small", "--data", str(sdf_dir), "--out", str(tmp_path / "r"), *option],
                        option[0])
     assert not (tmp_path / "r").exists()
+
+
+def test_export_pca_run_as_linear_model(pca_run, coma_run, tmp_path, capsys):
+    from morphable import load_linear_model, load_run
+
+    assert main(["export", str(pca_run), "--out", str(tmp_path / "pca.npz")]) == 0
+    linear = load_linear_model(tmp_path / "pca.npz")
+    model = load_run(pca_run, "cpu")
+    codes = model.encode(model.test_meshes()[:3])
+    std = model.codec.stddev.astype(np.float64)
+    np.testing.assert_allclose(linear.vertices(codes / std), model.decode(codes), atol=1e-5)
+    assert linear.unit == "m" and np.array_equal(linear.faces, model.faces)
+    one_line_error(capsys, ["export", str(pca_run), "--out", str(tmp_path / "pca.npz")], "--overwrite")
+    one_line_error(capsys, ["export", str(coma_run), "--out", str(tmp_path / "coma.npz")], "not a linear model")
+    one_line_error(capsys, ["export", str(pca_run), "--out", str(tmp_path / "pca.ply")], ".npz")

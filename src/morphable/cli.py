@@ -16,8 +16,8 @@ import sys
 
 from morphable import __version__
 
-COMMAND_GROUPS = ("demo", "data", "train", "eval", "sample", "interpolate", "extract", "fit", "fit_linear", "parts",
-                  "mesh")
+COMMAND_GROUPS = ("demo", "data", "train", "eval", "sample", "interpolate", "extract", "fit", "fit_linear", "export",
+                  "parts", "mesh")
 
 
 def build_parser() -> argparse.ArgumentParser:

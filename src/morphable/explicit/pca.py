@@ -74,10 +74,6 @@ class PCAModel:
     def reconstruct(self, vertices: np.ndarray) -> np.ndarray:
         return self.decode(self.encode(vertices))
 
-    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``n`` random faces ``(n, V, 3)`` with codes drawn from the fitted Gaussian."""
-        return self.decode(rng.standard_normal((n, self.latent_size)) * self.stddev)
-
     def to_linear_model(self, faces: np.ndarray, unit: str, name: str = "PCA") -> LinearFaceModel:
         """The linear model ``mean + sum_k a_k stddev_k P_k`` (``a = z / stddev ~ N(0, I)``) on the template
         ``faces (F, 3)``, in the training data's ``unit``; no expression basis."""

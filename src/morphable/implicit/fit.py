@@ -52,11 +52,13 @@ def fit_run(run_path: str | os.PathLike, points_path: str | os.PathLike, out: st
             gt_path: str | os.PathLike | None = None, region_vertices: int | None = None, steps: int = 1000,
             resolution: int = 256, device: str = "auto", metric_samples: int = METRIC_SAMPLES) -> dict[str, Any]:
     """Fit a code of the run's model to a point cloud (source units of its training data), write
-    ``code.safetensors``, ``fit.ply`` (the extracted mesh, source units) and ``metrics.json`` (fit energy,
+    ``code.safetensors``, ``fit.ply`` (the extracted mesh, source units), ``fit.png`` (it, beside the ground
+    truth when given) and ``metrics.json`` (fit energy,
     seconds, and with ``gt_path`` the face/head metrics) into ``out``; returns the metrics."""
     from morphable.implicit.experiment import load
     from morphable.io import UNIT_TO_MM, read_mesh, save_weights, write_json, write_mesh
     from morphable.runs import Run
+    from morphable.viz import mesh_strip
 
     model = load(Run.open(run_path), device)
     cloud = read_mesh(points_path).vertices
@@ -71,6 +73,8 @@ def fit_run(run_path: str | os.PathLike, points_path: str | os.PathLike, out: st
     out.mkdir(parents=True, exist_ok=True)
     save_weights(out / "code.safetensors", {"code": code.cpu()}, {"run": str(model.run.path)})
     write_mesh(out / "fit.ply", vertices, faces)
+    shown = [(vertices, faces)] + ([(gt.vertices, gt.faces)] if gt is not None else [])
+    mesh_strip(out / "fit.png", shown, ["fitted", "ground truth"][:len(shown)], columns=2)
     metrics: dict[str, Any] = {"energy_first": history[0], "energy_last": history[-1], "steps": steps,
                                "fit_seconds": round(fit_seconds, 3)}
     if gt is not None:
