@@ -74,13 +74,13 @@ def _reusable(folder: Path, metadata: dict) -> bool:
 
 def synthetic_dataset(work: Path, subjects: int, frames: int, seed: int) -> Path:
     """The synthetic faces (12 expressions) in ``work/synthetic-s{subjects}-f{frames}-seed{seed}``."""
-    from morphable.commands.data import make_synthetic
+    from morphable.data.synthetic import write_synthetic_dataset
 
     out = work / f"synthetic-s{subjects}-f{frames}-seed{seed}"
     meta = {"source": "morphable synthetic faces", "seed": seed, "subjects": subjects, "expressions": 12,
             "frames": frames}
     if not _reusable(out, meta):
-        make_synthetic(str(out), subjects, 12, frames, seed, overwrite=True)
+        write_synthetic_dataset(str(out), subjects, 12, frames, seed, overwrite=True)
     return out
 
 

@@ -9,11 +9,13 @@ well under a second.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 ERROR_CMAP = "jet"
+PREVIEW_FILE = "preview.png"
 
 
 def pyplot():
@@ -193,3 +195,24 @@ def loss_curves(log_path: str | os.PathLike, path: str | os.PathLike, title: str
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def dataset_preview(out_dir: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray, subjects: Sequence[str],
+                    expressions: Sequence[str], title: str) -> Path:
+    """``out_dir/preview.png``: a grid with the most expressive frame of every expression of the first subject,
+    then the first frame of up to six other subjects. ``vertices (N, V, 3)``, one subject and expression per mesh."""
+    subjects_arr, expressions_arr = np.asarray(subjects), np.asarray(expressions)
+    first = subjects_arr == subjects_arr[0]
+    picks, titles = [], []
+    for name in sorted(set(expressions)):
+        idx = np.nonzero(first & (expressions_arr == name))[0]
+        peak = idx[int(np.argmax(np.abs(vertices[idx] - vertices[idx[0]]).sum(axis=(1, 2))))]
+        picks.append(peak)
+        titles.append(f"{subjects[peak]}\n{name}")
+    for s in sorted(set(subjects))[1:7]:
+        idx = np.nonzero(subjects_arr == s)[0][0]
+        picks.append(idx)
+        titles.append(f"{s}\n{expressions[idx]} frame 0")
+    path = Path(out_dir) / PREVIEW_FILE
+    mesh_grid(path, [vertices[i] for i in picks], faces, titles=titles, columns=6, suptitle=title)
+    return path

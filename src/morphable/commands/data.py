@@ -4,10 +4,6 @@ depth observations) and check them."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-PREVIEW_FILE = "preview.png"
-
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("data", help="make and inspect datasets")
@@ -96,47 +92,12 @@ def _check_counts(args: argparse.Namespace) -> None:
         raise MorphableError("--expressions must be at most 12 (the COMA expressions)")
 
 
-def write_preview(out_dir: Path, vertices, faces, subjects: list[str], expressions: list[str], title: str) -> Path:
-    """A PNG grid with the most expressive frame of every expression of the first subject, then other subjects."""
-    import numpy as np
-
-    from morphable.viz import mesh_grid
-
-    subjects_arr, expressions_arr = np.asarray(subjects), np.asarray(expressions)
-    first = subjects_arr == subjects_arr[0]
-    picks, titles = [], []
-    for name in sorted(set(expressions)):
-        idx = np.nonzero(first & (expressions_arr == name))[0]
-        peak = idx[int(np.argmax(np.abs(vertices[idx] - vertices[idx[0]]).sum(axis=(1, 2))))]
-        picks.append(peak)
-        titles.append(f"{subjects[peak]}\n{name}")
-    for s in sorted(set(subjects))[1:7]:
-        idx = np.nonzero(subjects_arr == s)[0][0]
-        picks.append(idx)
-        titles.append(f"{s}\n{expressions[idx]} frame 0")
-    path = out_dir / PREVIEW_FILE
-    mesh_grid(path, [vertices[i] for i in picks], faces, titles=titles, columns=6, suptitle=title)
-    return path
-
-
-def make_synthetic(out: str, subjects: int, expressions: int, frames: int, seed: int, overwrite: bool) -> Path:
-    """Generate synthetic faces, write them in the COMA layout with ``dataset.json`` and a preview."""
-    from morphable.data import synthetic
-    from morphable.data.registered import write_coma_layout
-
-    faces_data = synthetic.generate(subjects, expressions, frames, seed)
-    meta = {"source": "morphable synthetic faces", "seed": seed, "subjects": subjects,
-            "expressions": expressions, "frames": frames}
-    out_dir = write_coma_layout(out, faces_data.vertices, faces_data.faces, faces_data.subjects,
-                                faces_data.expressions, faces_data.frames, "m", meta, overwrite=overwrite)
-    write_preview(out_dir, faces_data.vertices, faces_data.faces, faces_data.subjects, faces_data.expressions,
-                  f"synthetic faces (seed {seed})")
-    return out_dir
-
-
 def run_synth(args: argparse.Namespace) -> int:
+    from morphable.data.synthetic import write_synthetic_dataset
+    from morphable.viz import PREVIEW_FILE
+
     _check_counts(args)
-    out = make_synthetic(args.out, args.subjects, args.expressions, args.frames, args.seed, args.overwrite)
+    out = write_synthetic_dataset(args.out, args.subjects, args.expressions, args.frames, args.seed, args.overwrite)
     n = args.subjects * args.expressions * args.frames
     print(f"wrote {n} meshes to {out} (unit m); preview: {out / PREVIEW_FILE}")
     return 0
@@ -178,11 +139,12 @@ def _write_linear_samples(args: argparse.Namespace, model, meta: dict, title: st
     in the COMA layout with ``dataset.json`` and a preview."""
     from morphable.data.linear import sample_sequences
     from morphable.data.registered import write_coma_layout
+    from morphable.viz import PREVIEW_FILE, dataset_preview
 
     seq = sample_sequences(model, args.subjects, args.expressions, args.frames, args.seed)
     out = write_coma_layout(args.out, seq.vertices, model.faces, seq.subjects, seq.expressions, seq.frames,
                             model.unit, meta, overwrite=args.overwrite)
-    write_preview(out, seq.vertices, model.faces, seq.subjects, seq.expressions, title)
+    dataset_preview(out, seq.vertices, model.faces, seq.subjects, seq.expressions, title)
     print(f"wrote {len(seq.vertices)} meshes ({seq.vertices.shape[1]} vertices, unit {model.unit}) to {out}; "
           f"preview: {out / PREVIEW_FILE}")
     return 0

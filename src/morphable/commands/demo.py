@@ -22,7 +22,7 @@ def run_demo(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from morphable.commands.data import make_synthetic
+    from morphable.data.synthetic import write_synthetic_dataset
     from morphable.config import PRESETS
     from morphable.errors import input_error
     from morphable.experiment import train
@@ -33,7 +33,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise input_error(out, "demo folder exists and is not empty (use --overwrite)")
     print(f"[1/3] generating {args.subjects} x {args.expressions} x {args.frames} synthetic faces ...", flush=True)
-    data = make_synthetic(str(out / "data"), args.subjects, args.expressions, args.frames, args.seed, overwrite=True)
+    data = write_synthetic_dataset(str(out / "data"), args.subjects, args.expressions, args.frames, args.seed, overwrite=True)
     rows = []
     print(f"[2/3] fitting PCA baselines (latent {', '.join(map(str, DEMO_LATENTS))}), interpolation split ...",
           flush=True)

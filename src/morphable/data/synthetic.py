@@ -61,7 +61,9 @@ expressions x 5 frames and 0.62 mm on the default 12 x 12 x 10 (mean distance to
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.interpolate import PchipInterpolator
@@ -559,3 +561,20 @@ def generate(subjects: int, expressions: int, frames: int, seed: int) -> Synthet
                 labels_f.append(f)
                 i += 1
     return SyntheticFaces(vertices, _sphere()[1].copy(), labels_s, labels_e, labels_f, identities, region_labels())
+
+
+def write_synthetic_dataset(out: str | os.PathLike, subjects: int, expressions: int, frames: int, seed: int,
+                            overwrite: bool = False) -> Path:
+    """Generate synthetic faces (:func:`generate`) and write them in the COMA layout with ``dataset.json``
+    (unit m, the generator settings) and ``preview.png``; returns the folder."""
+    from morphable.data.registered import write_coma_layout
+    from morphable.viz import dataset_preview
+
+    faces_data = generate(subjects, expressions, frames, seed)
+    meta = {"source": "morphable synthetic faces", "seed": seed, "subjects": subjects,
+            "expressions": expressions, "frames": frames}
+    out_dir = write_coma_layout(out, faces_data.vertices, faces_data.faces, faces_data.subjects,
+                                faces_data.expressions, faces_data.frames, "m", meta, overwrite=overwrite)
+    dataset_preview(out_dir, faces_data.vertices, faces_data.faces, faces_data.subjects, faces_data.expressions,
+                  f"synthetic faces (seed {seed})")
+    return out_dir
