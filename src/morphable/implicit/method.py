@@ -46,6 +46,7 @@ all-gathers per step (W B indices, W B Z floats). Single-process training does n
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -82,19 +83,38 @@ class ImplicitNetwork(nn.Module):
         return self.field(codes, points), None
 
 
+def _triplane(model: TriplaneConfig) -> TriplaneSDF:
+    return TriplaneSDF(model.latent, model.channels, model.resolution, model.hidden, model.n_layers, model.beta,
+                       model.base_channels, radius=model.radius)
+
+
+def _deepsdf(model: NPMConfig) -> DeepSDF:
+    return DeepSDF(model.latent, model.hidden, model.n_layers, beta=model.beta, radius=model.radius)
+
+
+FIELDS: dict[type, tuple[Callable[[Any], nn.Module], Callable[[], LossWeights]]] = {
+    NPMConfig: (_deepsdf, LossWeights.npm),        # NPM / 3D-only weights (ss 2, sn 0.3, eik 0.1, nsp 0.01)
+    TriplaneConfig: (_triplane, LossWeights),      # thesis Table 4.1
+}
+"""Model config class -> (SDF network builder, default loss weights): the implicit family's table."""
+
+
+def _field_entry(model: Any) -> tuple[Callable[[Any], nn.Module], Callable[[], LossWeights]]:
+    try:
+        return FIELDS[type(model)]
+    except KeyError:
+        raise MorphableError(f"not an implicit model config: {type(model).__name__}") from None
+
+
 def build_field(model: NPMConfig | TriplaneConfig) -> DeepSDF | TriplaneSDF:
     """The SDF network of a model config."""
-    if isinstance(model, TriplaneConfig):
-        return TriplaneSDF(model.latent, model.channels, model.resolution, model.hidden, model.n_layers,
-                           model.beta, model.base_channels, radius=model.radius)
-    if isinstance(model, NPMConfig):
-        return DeepSDF(model.latent, model.hidden, model.n_layers, beta=model.beta, radius=model.radius)
-    raise TypeError(f"not an implicit model config: {type(model).__name__}")
+    return _field_entry(model)[0](model)
 
 
 def loss_weights(config: ExperimentConfig) -> LossWeights:
-    """Table 4.1 for the tri-plane model, :meth:`LossWeights.npm` for NPM, with the config's overrides."""
-    base = LossWeights.npm() if config.method == "npm" else LossWeights()
+    """The model's default weights (:data:`FIELDS`: Table 4.1 for the tri-plane model, :meth:`LossWeights.npm`
+    for NPM) with the config's overrides."""
+    base = _field_entry(config.model)[1]()
     unknown = set(config.model.loss_weights) - {f.name for f in dataclasses.fields(LossWeights)}
     if unknown:
         raise MorphableError(f"unknown loss weights {sorted(unknown)} (known: "
