@@ -23,14 +23,11 @@ def register(subparsers) -> None:
 def run_extract(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from morphable.commands.options import require_family
     from morphable.errors import input_error
-    from morphable.experiment import open_run
     from morphable.implicit.experiment import extract_run_mesh
 
-    _, config = open_run(args.run)
-    if config.family != "implicit":
-        raise input_error(args.run, f"is a '{config.method}' run: extract applies to implicit runs (mesh models "
-                                    "write meshes with 'sample' and 'interpolate')")
+    require_family(args.run, "implicit", "extract", "mesh models write meshes with 'sample' and 'interpolate'")
     if Path(args.out).exists() and not args.overwrite:
         raise input_error(args.out, "exists (use --overwrite)")
     info = extract_run_mesh(args.run, args.code, args.out, resolution=args.res, normalised=args.normalised,

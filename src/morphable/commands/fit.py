@@ -20,15 +20,11 @@ def register(subparsers) -> None:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from morphable.commands.options import metric_samples, output_folder
-    from morphable.errors import input_error
-    from morphable.experiment import open_run
+    from morphable.commands.options import metric_samples, output_folder, require_family
     from morphable.implicit.fit import fit_run
 
-    _, config = open_run(args.run)
-    if config.family != "implicit":
-        raise input_error(args.run, f"is a '{config.method}' run: fit applies to implicit runs (fit a linear "
-                                    "model, e.g. an exported PCA run, with 'morphable fit-linear')")
+    require_family(args.run, "implicit", "fit", "fit a linear model, e.g. an exported PCA run, with "
+                                                "'morphable fit-linear'")
     samples = metric_samples(args.metric_samples)
     out = output_folder(args.out, args.overwrite)
     metrics = fit_run(args.run, args.points, out, args.gt, args.region_vertices, args.steps, args.res,

@@ -66,3 +66,14 @@ def output_folder(path: str, overwrite: bool) -> Path:
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise input_error(out, "output folder exists and is not empty (use --overwrite)")
     return out
+
+
+def require_family(run: str, family: str, verb: str, hint: str):
+    """The config of run folder ``run``, refused in one line unless its family is ``family``."""
+    from morphable.errors import input_error
+    from morphable.experiment import open_run
+
+    _, config = open_run(run)
+    if config.family != family:
+        raise input_error(run, f"is a '{config.method}' run: {verb} applies to {family} runs ({hint})")
+    return config
