@@ -58,7 +58,9 @@ def fit(config: ExperimentConfig, run: Run, data: ExplicitData, resume: bool = F
     if process_rank() == 0:
         np.save(run.file("template_vertices.npy"), dataset.vertices[split.train[0]])
         np.save(run.file("template_faces.npy"), dataset.faces)
-    if spec.training == "closed-form":
+    if spec.training == "closed-form":  # one process fits it; under torchrun the other ranks have nothing to do
+        if process_rank() != 0:
+            return {}
         model = spec.load().fit(dataset.vertices[split.train], config.model.latent, seed=config.seed)
         save_weights(run.weights_path, model.state(), {"method": config.method,
                                                        "n_vertices": str(dataset.n_vertices)})
