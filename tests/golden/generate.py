@@ -37,7 +37,7 @@ def _cli(*argv: str) -> None:
 def golden_runs(work: Path) -> dict[str, dict[str, float]]:
     """Train every golden run in ``work``; returns ``{preset: {metric: value}}``."""
     faces = work / "faces"
-    _cli("data", "synth", "--out", str(faces), "--subjects", "2", "--expressions", "2", "--frames", "5")
+    _cli("data", "synth", "--out", str(faces), "--subjects", "3", "--expressions", "2", "--frames", "20")
     results: dict[str, dict[str, float]] = {}
     for preset, extra in EXPLICIT_RUNS.items():
         out = work / preset
