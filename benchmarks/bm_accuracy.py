@@ -121,6 +121,7 @@ def train_one(preset: str, data: Path, run_dir: Path, epochs: int, seed: int, de
     config.seed = seed
     if sgd_lr is not None and config.train.optimizer == "sgd":
         config.train.lr = sgd_lr
+    loop = config.spec.training == "loop"  # PCA is fitted in closed form: no epochs, batches or optimiser
     wall0, cpu0 = time.perf_counter(), time.process_time()
     metrics = train(config, run_dir, overwrite=True, progress=progress)
     fit = metrics["fit"]
@@ -130,10 +131,10 @@ def train_one(preset: str, data: Path, run_dir: Path, epochs: int, seed: int, de
             "max_mm": metrics["max_mm"], "train_seconds": fit["seconds"],
             "total_wall_seconds": round(time.perf_counter() - wall0, 2),
             "total_cpu_seconds": round(time.process_time() - cpu0, 2),
-            "epochs": epochs if preset != "pca" else None, "best_epoch": fit.get("best_epoch"),
-            "parameters": fit.get("parameters"), "batch_size": config.train.batch_size if preset != "pca" else None,
-            "optimizer": config.train.optimizer if preset != "pca" else None,
-            "lr": config.train.lr if preset != "pca" else None, "split_sizes": metrics["split_sizes"],
+            "epochs": epochs if loop else None, "best_epoch": fit.get("best_epoch"),
+            "parameters": fit.get("parameters"), "batch_size": config.train.batch_size if loop else None,
+            "optimizer": config.train.optimizer if loop else None,
+            "lr": config.train.lr if loop else None, "split_sizes": metrics["split_sizes"],
             "unit": metrics["unit"], "run": str(run_dir),
             "curve": {"thresholds_mm": curve["thresholds_mm"], "fraction": curve["fraction"]}}
 

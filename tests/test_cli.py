@@ -103,7 +103,7 @@ def test_all_folds_table_and_run_comparison(tmp_path, capsys):
     for fold, row in table["folds"].items():
         metrics = json.loads((tmp_path / "folds" / fold / "metrics.json").read_text())
         assert metrics["fold"] == fold and row["mean_mm"] == metrics["mean_mm"]
-    assert main(["eval", str(tmp_path / "folds"), "--extrapolation"]) == 0
+    assert main(["eval", str(tmp_path / "folds"), "--folds"]) == 0
     assert "| e1 |" in capsys.readouterr().out
     assert main(["eval", str(tmp_path / "folds" / "e0"), "--compare", str(tmp_path / "folds" / "e1")]) == 0
     assert (tmp_path / "folds" / "e0" / "plots" / "compare_cumulative_error.png").exists()

@@ -5,7 +5,7 @@ folder, and is built at its full paper size (networks constructed and parameters
 import numpy as np
 import pytest
 
-from morphable.config import METHODS, PRESETS
+from morphable.config import METHODS, PRESETS, NPMConfig
 from morphable.experiment import evaluate, train
 
 EXPLICIT = sorted(p for p in PRESETS if PRESETS[p]().family == "explicit")
@@ -91,7 +91,7 @@ def test_preset_builds_at_full_size(preset, paper_template, tmp_path):
         method = ImplicitMethod(config, n_codes=4, device=torch.device("cpu"))
         count = sum(p.numel() for n in method.networks.values() for p in n.parameters())
         model = config.model
-        if config.method == "npm":
+        if isinstance(model, NPMConfig):
             assert count == deepsdf_parameters(model.latent, model.hidden, model.n_layers)
         if preset in ("npm", "triplane"):  # the paper sizes: 8 x 1024 MLP; 256^2 x 32 planes from a 512-d code
             assert count > 5e6

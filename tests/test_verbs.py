@@ -141,3 +141,55 @@ def test_export_pca_run_as_linear_model(pca_run, coma_run, tmp_path, capsys):
     one_line_error(capsys, ["export", str(pca_run), "--out", str(tmp_path / "pca.npz")], "--overwrite")
     one_line_error(capsys, ["export", str(coma_run), "--out", str(tmp_path / "coma.npz")], "not a linear model")
     one_line_error(capsys, ["export", str(pca_run), "--out", str(tmp_path / "pca.ply")], ".npz")
+
+
+def test_eval_on_other_data_keeps_the_training_codes(pca_run, tmp_path):
+    from conftest import write_tiny_faces
+
+    codes = (pca_run / "train_codes.safetensors").read_bytes()
+    other = write_tiny_faces(tmp_path / "other", n=24)
+    assert main(["eval", str(pca_run), "--data", str(other)]) == 0
+    assert (pca_run / "train_codes.safetensors").read_bytes() == codes  # sample still draws the run's own codes
+    assert main(["eval", str(pca_run)]) == 0
+
+
+def test_train_refuses_what_it_would_ignore_and_writes_nothing(tiny_faces, tmp_path, capsys):
+    out = str(tmp_path / "r")
+    one_line_error(capsys, ["train", "pca", "--data", str(tiny_faces), "--out", out, "--epochs", "7"],
+                   "closed form", "--epochs")
+    one_line_error(capsys, ["train", "coma", "--data", str(tiny_faces), "--out", out, "--device", "foo"],
+                   "unknown device 'foo'")
+    assert not (tmp_path / "r").exists()
+    one_line_error(capsys, ["train", "coma", "--out", out], "--data is required")
+
+
+def test_overwrite_replaces_a_run_and_resume_takes_no_overrides(tiny_faces, tmp_path, capsys):
+    import csv
+
+    out = tmp_path / "run"
+    base = ["train", "spiralnet++", "--data", str(tiny_faces), "--out", str(out), "--latent", "4",
+            "--batch-size", "8", "--quiet"]
+    assert main([*base, "--epochs", "2"]) == 0
+    (out / "stale.txt").write_text("from an older run")
+    assert main([*base, "--epochs", "1", "--overwrite"]) == 0
+    with open(out / "log.csv") as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["1"]  # the old rows are gone, not appended to
+    assert not (out / "stale.txt").exists()
+    one_line_error(capsys, ["train", "spiralnet++", "--out", str(out), "--resume", "--epochs", "3"],
+                   "--resume continues with the run's own config.json", "--epochs")
+    one_line_error(capsys, ["train", "coma", "--out", str(out), "--resume"], "'spiralnet++' run, not 'coma'")
+    before = read_json(out / "metrics.json")
+    assert main(["train", "spiralnet++", "--out", str(out), "--resume", "--quiet", "--device", "cpu"]) == 0
+    assert read_json(out / "metrics.json")["mean_mm"] == before["mean_mm"]  # finished: resuming trains nothing
+    not_a_run = tmp_path / "notes"
+    not_a_run.mkdir()
+    (not_a_run / "keep.txt").write_text("mine")
+    one_line_error(capsys, ["train", "pca", "--data", str(tiny_faces), "--out", str(not_a_run), "--overwrite"],
+                   "not a run folder")
+    assert (not_a_run / "keep.txt").exists()
+
+
+def test_mesh_runs_refuse_implicit_options(pca_run, tmp_path, capsys):
+    one_line_error(capsys, ["eval", str(pca_run), "--res", "64"], "--res apply to implicit runs")
+    one_line_error(capsys, ["sample", str(pca_run), "--res", "64", "--out", str(tmp_path / "s")], "--res")
+    one_line_error(capsys, ["eval", str(pca_run), "--folds", "--data", str(tmp_path)], "--folds")

@@ -31,6 +31,17 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
         raise MorphableError(f"{name} must be one of {', '.join(map(str, choices))}; got '{value}'")
 
 
+def check_range(name: str, value: float, low: float, high: float | None, lower_open: bool = False,
+                upper_open: bool = False) -> None:
+    """Raise a one-line :class:`MorphableError` unless ``value`` lies in the interval from ``low`` to ``high``
+    (``None``: unbounded); ``lower_open`` / ``upper_open`` exclude the ends."""
+    ok = (value > low if lower_open else value >= low) and (
+        high is None or (value < high if upper_open else value <= high))
+    if not ok:
+        interval = f"{'(' if lower_open else '['}{low}, {'inf)' if high is None else f'{high}' + (')' if upper_open else ']')}"
+        raise MorphableError(f"{name} must be in {interval}; got {value}")
+
+
 def check_positive(name: str, value: float, minimum: float = 1) -> None:
     """Raise a one-line :class:`MorphableError` unless ``value >= minimum``."""
     if not value >= minimum:
@@ -77,6 +88,9 @@ class TrainConfig:
         check_positive("train.batch_size (--batch-size)", self.batch_size)
         if not self.lr > 0:
             raise MorphableError(f"train.lr (--lr) must be positive; got {self.lr}")
+        check_range("train.weight_decay", self.weight_decay, 0.0, None)
+        check_range("train.momentum", self.momentum, 0.0, 1.0, upper_open=True)
+        check_range("train.lr_decay", self.lr_decay, 0.0, 1.0, lower_open=True)
 
 
 @dataclass
@@ -180,6 +194,12 @@ class ImplicitConfig:
 
     def __post_init__(self) -> None:
         check_positive("model.latent (--latent)", self.latent)
+        for name in ("decay_interval", "decay_interval_latent", "surface_face", "ball"):
+            check_positive(f"model.{name}", getattr(self, name))
+        for name in ("grad_clip", "grad_clip_latent", "surface_nonface"):
+            check_range(f"model.{name}", getattr(self, name), 0.0, None)
+        check_range("model.max_norm", self.max_norm, 0.0, None, lower_open=True)
+        check_range("model.lr_latent", self.lr_latent, 0.0, None, lower_open=True)
 
 
 @dataclass

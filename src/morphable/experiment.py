@@ -56,16 +56,23 @@ def open_run(path: str | Path) -> tuple[Run, ExperimentConfig]:
     return run, config_from_dict(run.config, str(run.path / "config.json"))
 
 
-def train(config: ExperimentConfig, out: str | Path, overwrite: bool = False, resume: bool = False,
-          progress: bool = True) -> dict[str, Any]:
+def train(config: ExperimentConfig | None, out: str | Path, overwrite: bool = False, resume: bool = False,
+          progress: bool = True, device: str | None = None) -> dict[str, Any]:
     """Train ``config`` into the run folder ``out`` and evaluate it; returns the metrics (``{}`` on ranks > 0).
 
-    ``resume`` continues the run in ``out`` from its last checkpoint with the run's own ``config.json``.
+    ``resume`` continues the run in ``out`` from its last checkpoint with the run's own ``config.json``
+    (``config`` is then not used and may be None), on ``device`` when given.
     """
     if resume:
         run, config = open_run(out)
+        if device is not None:
+            config.train.device = device
     hooks = family_hooks(config)
     data = hooks.prepare_data(config)
+    if config.spec.training == "loop":  # a wrong device is one line before anything is written
+        from morphable.train import select_device
+
+        select_device(config.train.device)
     if not resume:
         run = Run.create(out, config.to_dict(), overwrite=overwrite)
     start = time.perf_counter()

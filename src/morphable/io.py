@@ -82,6 +82,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def check_output_folder(path: str | os.PathLike, overwrite: bool, hint: str = "use --overwrite") -> Path:
+    """``path`` checked before any work is done: a file is refused, and so is a non-empty existing folder
+    unless ``overwrite`` (the message names the way out, ``hint``)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise input_error(path, "exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise input_error(path, f"output folder exists and is not empty ({hint})")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder next to ``path``; it becomes ``path`` only if the block succeeds.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 
 from morphable import __version__
 from morphable.errors import input_error
-from morphable.io import read_json, write_json
+from morphable.io import check_output_folder, read_json, write_json
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -65,15 +66,20 @@ class Run:
 
     @classmethod
     def create(cls, path: str | os.PathLike, config: dict, overwrite: bool = False) -> "Run":
-        """Make the folder and write ``config.json``; refuses a non-empty folder unless ``overwrite``.
+        """Make the folder and write ``config.json``; refuses a non-empty folder unless ``overwrite``, which
+        replaces an existing run folder (and refuses any other non-empty folder).
 
         Under torchrun only rank 0 creates and writes the folder; the other ranks get the same ``Run``
         without touching the disk."""
         path = Path(path)
         if process_rank() != 0:
             return cls(path, config)
-        if path.exists() and any(path.iterdir()) and not overwrite:
-            raise input_error(path, "run folder exists and is not empty (use --overwrite or --resume)")
+        check_output_folder(path, overwrite, "use --overwrite or --resume")
+        if path.is_dir() and any(path.iterdir()):  # --overwrite: the old run goes, nothing of it is mixed in
+            if not (path / CONFIG_FILE).exists():
+                raise input_error(path, f"exists, is not empty and is not a run folder (no {CONFIG_FILE}); "
+                                        "--overwrite replaces run folders only")
+            shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
         full = {**config, "provenance": provenance()}
         write_json(path / CONFIG_FILE, full)

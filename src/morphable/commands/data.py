@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from morphable.commands.options import add_output_file
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("data", help="make and inspect datasets")
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -61,7 +63,7 @@ def _add_scan_parsers(sub) -> None:
 
     depth = sub.add_parser("depth", help="single-view depth observation of a mesh as a point cloud (.ply)")
     depth.add_argument("mesh", help="mesh to observe")
-    depth.add_argument("--out", required=True, help="output point cloud (.ply)")
+    add_output_file(depth, "point cloud, .ply")
     depth.add_argument("--n", type=int, default=2500, help="number of points (default 2500)")
     depth.add_argument("--yaw", type=float, default=0.0, help="camera yaw about the y axis in degrees (default 0)")
     depth.add_argument("--seed", type=int, default=0, help="seed of the pixel draw (default 0)")
@@ -196,11 +198,13 @@ def run_data_sdf(args: argparse.Namespace) -> int:
 
 
 def run_data_depth(args: argparse.Namespace) -> int:
+    from morphable.commands.options import output_file
     from morphable.errors import MorphableError
     from morphable.data.scans import depth_observation
 
     if args.n < 1:
         raise MorphableError(f"--n must be at least 1, got {args.n}")
+    output_file(args.out, args.overwrite, ".ply")
     info = depth_observation(args.mesh, args.out, n_points=args.n, yaw_deg=args.yaw, seed=args.seed)
     print(f"{info['points']} points seen from {', '.join(f'{e:.3g}' for e in info['eye'])}  ->  {args.out}")
     return 0

@@ -20,18 +20,15 @@ def register(subparsers) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     import time
-    from pathlib import Path
 
     from morphable.data.synthetic import write_synthetic_dataset
     from morphable.config import PRESETS
-    from morphable.errors import input_error
+    from morphable.io import check_output_folder
     from morphable.experiment import train
     from morphable.io import write_json
 
     start = time.perf_counter()
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise input_error(out, "demo folder exists and is not empty (use --overwrite)")
+    out = check_output_folder(args.out, args.overwrite)
     print(f"[1/3] generating {args.subjects} x {args.expressions} x {args.frames} synthetic faces ...", flush=True)
     data = write_synthetic_dataset(str(out / "data"), args.subjects, args.expressions, args.frames, args.seed, overwrite=True)
     rows = []

@@ -17,9 +17,9 @@ def register(subparsers) -> None:
     add_run(parser, "any family")
     parser.add_argument("--data", help="evaluate on this dataset instead of the run's (same format and topology)")
     add_ground_truth(parser, many=True)
-    add_resolution(parser, 256)
+    add_resolution(parser, None)
     add_device(parser)
-    parser.add_argument("--folds", "--extrapolation", dest="folds", action="store_true",
+    parser.add_argument("--folds", action="store_true",
                         help="RUN is a folder of fold runs (`train --split extrapolation|identity --fold all`): "
                              "re-evaluate each and write the per-fold table (folds.md, folds.json)")
     parser.add_argument("--compare", nargs="+", metavar="RUN",
@@ -31,26 +31,27 @@ def register(subparsers) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from morphable.commands.options import metric_samples
+    from morphable.commands.options import metric_samples, refuse_implicit_options
     from morphable.errors import MorphableError
     from morphable.experiment import evaluate, family_hooks, open_run
 
     if args.folds:
         from morphable.explicit.experiment import fold_table
 
+        if args.data or args.gt or args.compare:
+            raise MorphableError("--folds re-evaluates each fold run on its own data; it takes no --data, --gt "
+                                 "or --compare")
         fold_table(args.run, reevaluate=True)
         print((Path(args.run) / "folds.md").read_text().rstrip())
         return 0
     _, config = open_run(args.run)
-    options = {}
+    options = {"device": args.device}
     if config.family == "implicit":
         if args.data is not None:
             raise MorphableError("--data applies to mesh-model runs; score an implicit run with --gt MESH ...")
-        options = {"gt": args.gt, "region_vertices": args.region_vertices, "resolution": args.res,
-                   "metric_samples": metric_samples(args.metric_samples), "device": args.device}
-    elif args.gt or args.region_vertices is not None:
-        raise MorphableError(f"--gt and --region-vertices apply to implicit runs; {args.run} is a "
-                             f"'{config.method}' run")
+        options.update(gt=args.gt, region_vertices=args.region_vertices, resolution=args.res or 256,
+                       metric_samples=metric_samples(args.metric_samples))
+    refuse_implicit_options(args, config, ("gt", "region_vertices", "res", "metric_samples"))
     if args.compare and config.family != "explicit":
         raise MorphableError("--compare draws per-vertex error curves of mesh-model runs")
     metrics = evaluate(args.run, data=args.data, **options)

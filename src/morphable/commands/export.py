@@ -8,29 +8,23 @@ from __future__ import annotations
 
 import argparse
 
-from morphable.commands.options import add_run
+from morphable.commands.options import add_output_file, add_run
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("export", help="write a PCA run as a linear face model (.npz) for data linear "
                                                   "and fit-linear")
     add_run(parser, "pca")
-    parser.add_argument("--out", required=True, help="output file (.npz)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    add_output_file(parser, ".npz")
     parser.set_defaults(func=run_export)
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from morphable.commands.options import output_file
     from morphable.errors import input_error
     from morphable.experiment import load_run
 
-    out = Path(args.out)
-    if out.suffix != ".npz":
-        raise input_error(out, "a linear face model is written as .npz; give a file name ending in .npz")
-    if out.exists() and not args.overwrite:
-        raise input_error(out, "exists (use --overwrite)")
+    out = output_file(args.out, args.overwrite, ".npz")
     model = load_run(args.run, "cpu")
     to_linear = getattr(getattr(model, "codec", None), "to_linear_model", None)
     if to_linear is None:

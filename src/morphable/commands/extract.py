@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from morphable.commands.options import add_device, add_resolution, add_run
+from morphable.commands.options import add_device, add_output_file, add_resolution, add_run
 
 
 def register(subparsers) -> None:
@@ -12,8 +12,7 @@ def register(subparsers) -> None:
     add_run(parser, "npm, triplane")
     parser.add_argument("--code", type=int, default=0, help="index of the training shape's code (default 0)")
     add_resolution(parser, 256)
-    parser.add_argument("--out", required=True, help="output mesh (.ply or .obj)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    add_output_file(parser, "mesh, .ply or .obj")
     parser.add_argument("--normalised", action="store_true",
                         help="keep unit-sphere coordinates (default: the training data's units)")
     add_device(parser)
@@ -21,15 +20,12 @@ def register(subparsers) -> None:
 
 
 def run_extract(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
-    from morphable.commands.options import require_family
-    from morphable.errors import input_error
+    from morphable.commands.options import output_file, require_family
     from morphable.implicit.experiment import extract_run_mesh
 
     require_family(args.run, "implicit", "extract", "mesh models write meshes with 'sample' and 'interpolate'")
-    if Path(args.out).exists() and not args.overwrite:
-        raise input_error(args.out, "exists (use --overwrite)")
+    output_file(args.out, args.overwrite)
     info = extract_run_mesh(args.run, args.code, args.out, resolution=args.res, normalised=args.normalised,
                             device=args.device)
     print(f"code {args.code} ({info['shape']}): {info['vertices']} vertices, {info['faces']} faces, "

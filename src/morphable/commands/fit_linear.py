@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from morphable.commands.options import add_ground_truth
+from morphable.commands.options import add_device, add_ground_truth
 
 
 def register(subparsers) -> None:
@@ -27,6 +27,7 @@ def register(subparsers) -> None:
                         help="weight of the N(0, I) coefficient prior (default 1: the model's own; 0: none)")
     linear.add_argument("--unit", choices=("m", "cm", "mm"), help="override the model's unit (BFM .h5: mm)")
     linear.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
+    add_device(linear)
     linear.set_defaults(func=run_fit_linear)
 
 
@@ -40,6 +41,7 @@ def run_fit_linear(args: argparse.Namespace) -> int:
         raise MorphableError(f"--prior-weight must be non-negative, got {args.prior_weight}")
     metrics = fit_linear_run(args.model, args.points, args.out, args.gt, args.region_vertices, args.vertices,
                              args.shape_modes, args.expression_modes, args.pose, prior_weight=args.prior_weight,
-                             metric_samples=metric_samples(args.metric_samples), unit=args.unit, overwrite=args.overwrite)
+                             metric_samples=metric_samples(args.metric_samples), unit=args.unit, overwrite=args.overwrite,
+                             device=args.device)
     print_fit(metrics, args.out)
     return 0

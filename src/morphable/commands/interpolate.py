@@ -19,7 +19,7 @@ def register(subparsers) -> None:
     parser.add_argument("--target", required=True, help="second end, like --source")
     parser.add_argument("--n", type=int, default=7, help="meshes along the segment, ends included (default 7)")
     add_output_folder(parser, "interp_XX.ply, interpolation.png, interpolation.json")
-    add_resolution(parser, 128)
+    add_resolution(parser, None)
     add_device(parser)
     parser.set_defaults(func=run_interpolate)
 
@@ -33,34 +33,35 @@ def _index(flag: str, value: str) -> int:
 
 
 def run_interpolate(args: argparse.Namespace) -> int:
-    from morphable.commands.options import output_folder
+    from morphable.commands.options import output_folder, refuse_implicit_options
     from morphable.errors import MorphableError
     from morphable.experiment import load_run, open_run
-    from morphable.io import write_json, write_ply
+    from morphable.io import atomic_folder, write_json, write_ply
     from morphable.viz import mesh_grid
 
     if args.n < 2:
         raise MorphableError(f"--n must be at least 2, got {args.n}")
     out = output_folder(args.out, args.overwrite)
     _, config = open_run(args.run)
+    refuse_implicit_options(args, config)
     if config.family == "implicit":
         from morphable.implicit.latent import interpolate_run
 
         info = interpolate_run(args.run, _index("--source", args.source), _index("--target", args.target), out,
-                               steps=args.n, resolution=args.res, device=args.device)
+                               steps=args.n, resolution=args.res or 128, device=args.device)
         print(f"{info['steps']} meshes from {info['names'][0]} to {info['names'][1]} in "
               f"{info['seconds_extraction']:.1f} s  ->  {out}")
         return 0
     model = load_run(args.run, args.device)
     meshes = model.interpolate(model.mesh(args.source), model.mesh(args.target), args.n)
-    out.mkdir(parents=True, exist_ok=True)
     files = [f"interp_{i:02d}.ply" for i in range(args.n)]
-    for name, mesh in zip(files, meshes):
-        write_ply(out / name, mesh, model.faces)
     titles = [f"t = {i / (args.n - 1):.2f}" for i in range(args.n)]
-    mesh_grid(out / "interpolation.png", list(meshes), model.faces, titles=titles, columns=args.n,
-              suptitle=f"{model.method}: {args.source} -> {args.target}")
-    write_json(out / "interpolation.json", {"run": args.run, "method": model.method, "source": args.source,
-                                            "target": args.target, "n": args.n, "files": files})
+    with atomic_folder(out) as folder:
+        for name, mesh in zip(files, meshes):
+            write_ply(folder / name, mesh, model.faces)
+        mesh_grid(folder / "interpolation.png", list(meshes), model.faces, titles=titles, columns=args.n,
+                  suptitle=f"{model.method}: {args.source} -> {args.target}")
+        write_json(folder / "interpolation.json", {"run": args.run, "method": model.method, "source": args.source,
+                                                   "target": args.target, "n": args.n, "files": files})
     print(f"{args.n} meshes from {args.source} to {args.target}  ->  {out}")
     return 0

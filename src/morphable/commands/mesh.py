@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from morphable.commands.options import add_output_file
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("mesh", help="template mesh tools (hierarchy for the explicit models)")
     sub = parser.add_subparsers(dest="mesh_command", metavar="ACTION", required=True)
     hier = sub.add_parser("hierarchy", help="build the QEM hierarchy (D/U matrices, spirals, Laplacians) of a template")
     hier.add_argument("template", help="template mesh (.obj or .ply)")
-    hier.add_argument("--out", required=True, help="output .npz; a PNG of the levels is written next to it")
+    add_output_file(hier, ".npz; a PNG of the levels is written next to it")
     hier.add_argument("--factors", type=int, nargs="+", default=[4, 4, 4, 4],
                       help="reduction factor per level (default 4 4 4 4)")
     hier.add_argument("--spiral-style", choices=("spiralnet", "neural3dmm"), default="spiralnet",
@@ -26,13 +28,12 @@ def run_hierarchy(args: argparse.Namespace) -> int:
     """Build, save, draw and summarise the hierarchy of ``args.template``."""
     import time
 
+    from morphable.commands.options import output_file
     from morphable.errors import MorphableError, input_error
     from morphable.io import read_mesh
     from morphable.mesh.hierarchy import MeshHierarchy
 
-    out = Path(args.out)
-    if out.suffix != ".npz":
-        raise input_error(out, "the hierarchy is written as .npz; give a file name ending in .npz")
+    out = output_file(args.out, args.overwrite, ".npz")
     mesh = read_mesh(args.template)
     start = time.perf_counter()
     try:

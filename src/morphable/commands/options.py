@@ -24,9 +24,11 @@ def add_output_folder(parser: argparse.ArgumentParser, contents: str) -> None:
     parser.add_argument("--overwrite", action="store_true", help="write into an existing, non-empty --out")
 
 
-def add_resolution(parser: argparse.ArgumentParser, default: int) -> None:
+def add_resolution(parser: argparse.ArgumentParser, default: int | None) -> None:
+    """``--res``; verbs that also take mesh-model runs pass ``None`` and refuse it there."""
     parser.add_argument("--res", type=int, default=default,
-                        help=f"extraction grid resolution per axis, implicit runs (default {default})")
+                        help=f"extraction grid resolution per axis, implicit runs only (default "
+                             f"{default or 'that of the verb: 256 for eval, 128 for sample and interpolate'})")
 
 
 def add_ground_truth(parser: argparse.ArgumentParser, many: bool = False) -> None:
@@ -57,15 +59,10 @@ def metric_samples(n: int | None) -> int:
 
 
 def output_folder(path: str, overwrite: bool) -> Path:
-    """``--out`` checked before any work: a non-empty existing folder needs ``--overwrite``; a file is refused."""
-    from morphable.errors import input_error
+    """``--out`` checked before any work (:func:`morphable.io.check_output_folder`)."""
+    from morphable.io import check_output_folder
 
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise input_error(out, "exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise input_error(out, "output folder exists and is not empty (use --overwrite)")
-    return out
+    return check_output_folder(path, overwrite)
 
 
 def require_family(run: str, family: str, verb: str, hint: str):
@@ -77,3 +74,31 @@ def require_family(run: str, family: str, verb: str, hint: str):
     if config.family != family:
         raise input_error(run, f"is a '{config.method}' run: {verb} applies to {family} runs ({hint})")
     return config
+
+
+def refuse_implicit_options(args: argparse.Namespace, config, names: tuple[str, ...] = ("res",)) -> None:
+    """One line when an option that only implicit runs use (``--res``, ...) was given for another run."""
+    from morphable.errors import MorphableError
+
+    given = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) not in (None, [])]
+    if given and config.family != "implicit":
+        raise MorphableError(f"{', '.join(given)} apply to implicit runs; {args.run} is a '{config.method}' run")
+
+
+def add_output_file(parser: argparse.ArgumentParser, contents: str) -> None:
+    parser.add_argument("--out", required=True, help=f"output file ({contents})")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+
+
+def output_file(path: str, overwrite: bool, suffix: str | None = None) -> Path:
+    """``--out`` file checked before any work: an existing file needs ``--overwrite``; ``suffix`` is required."""
+    from morphable.errors import input_error
+
+    out = Path(path)
+    if suffix is not None and out.suffix.lower() != suffix:
+        raise input_error(out, f"is written as {suffix}; give a file name ending in {suffix}")
+    if out.is_dir():
+        raise input_error(out, "is a folder")
+    if out.exists() and not overwrite:
+        raise input_error(out, "exists (use --overwrite)")
+    return out

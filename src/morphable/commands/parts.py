@@ -33,7 +33,7 @@ def run_parts(args: argparse.Namespace) -> int:
     from morphable.errors import MorphableError, input_error
     from morphable.experiment import load_run
     from morphable.explicit.parts import interpolate_part, part_interpolation_figure, swap_figure, swap_parts
-    from morphable.io import UNIT_TO_MM, write_ply
+    from morphable.io import UNIT_TO_MM, atomic_folder, write_ply
 
     out = output_folder(args.out, args.overwrite)
     model = load_run(args.run, args.device)
@@ -50,9 +50,9 @@ def run_parts(args: argparse.Namespace) -> int:
             raise MorphableError(f"--swap needs one face per part ({k} faces), got {len(args.swap)}")
         inputs = np.stack([model.mesh(s) for s in args.swap])
         result = swap_parts(codec, inputs, list(range(k)))
-        out.mkdir(parents=True, exist_ok=True)
-        write_ply(out / "swap.ply", result, faces)
-        swap_figure(out / "swap.png", inputs, result, faces, weights)
+        with atomic_folder(out) as folder:
+            write_ply(folder / "swap.ply", result, faces)
+            swap_figure(folder / "swap.png", inputs, result, faces, weights)
         print(f"wrote {out / 'swap.ply'} and {out / 'swap.png'}")
         return 0
     if args.source is None or args.target is None:
@@ -70,12 +70,12 @@ def run_parts(args: argparse.Namespace) -> int:
         print(f"note: --source {args.source} and --target {args.target} are the same mesh, so no part changes; "
               "pick two different faces", file=sys.stderr)
     rows = [interpolate_part(codec, source, target, p, args.n) for p in parts]
-    out.mkdir(parents=True, exist_ok=True)
-    for p, row in zip(parts, rows):
-        for i, mesh in enumerate(row):
-            write_ply(out / f"part{p}_step{i:02d}.ply", mesh, faces)
-    part_interpolation_figure(out / "part_interpolation.png", rows, parts, faces, weights, model.template, to_mm,
-                              unit_label)
+    with atomic_folder(out) as folder:
+        for p, row in zip(parts, rows):
+            for i, mesh in enumerate(row):
+                write_ply(folder / f"part{p}_step{i:02d}.ply", mesh, faces)
+        part_interpolation_figure(folder / "part_interpolation.png", rows, parts, faces, weights, model.template,
+                                  to_mm, unit_label)
     print(f"wrote {len(parts) * args.n} meshes and {out / 'part_interpolation.png'}")
     return 0
 

@@ -19,13 +19,13 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
     parser.add_argument("--shrinkage", type=float,
                         help="weight of the isotropic part of the covariance in [0, 1] (default: Ledoit-Wolf)")
-    add_resolution(parser, 128)
+    add_resolution(parser, None)
     add_device(parser)
     parser.set_defaults(func=run_sample)
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from morphable.commands.options import output_folder
+    from morphable.commands.options import output_folder, refuse_implicit_options
     from morphable.errors import MorphableError
     from morphable.experiment import open_run
 
@@ -35,10 +35,11 @@ def run_sample(args: argparse.Namespace) -> int:
         raise MorphableError(f"--shrinkage must be in [0, 1], got {args.shrinkage}")
     out = output_folder(args.out, args.overwrite)
     _, config = open_run(args.run)
+    refuse_implicit_options(args, config)
     if config.family == "implicit":
         from morphable.implicit.latent import sample_run
 
-        info = sample_run(args.run, out, n=args.n, resolution=args.res, seed=args.seed, device=args.device,
+        info = sample_run(args.run, out, n=args.n, resolution=args.res or 128, seed=args.seed, device=args.device,
                           shrinkage=args.shrinkage)
         empty = sum(r["faces"] == 0 for r in info["samples"])
         print(f"{info['n']} samples of {info['n_training_codes']} codes (shrinkage {info['shrinkage']:.3f}), "
@@ -54,20 +55,19 @@ def run_sample(args: argparse.Namespace) -> int:
 def sample_mesh_model(run_path: str, out, n: int, seed: int, shrinkage: float | None, device: str) -> dict:
     """Write ``n`` decoded samples of a mesh-model run into ``out``; returns the ``samples.json`` content."""
     from morphable.experiment import load_run
-    from morphable.io import save_weights, write_json, write_ply
+    from morphable.io import atomic_folder, save_weights, write_json, write_ply
     from morphable.viz import mesh_grid
 
     model = load_run(run_path, device)
     meshes, codes, used = model.sample(n, seed, shrinkage)
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for i, mesh in enumerate(meshes):
-        files.append(f"sample_{i:02d}.ply")
-        write_ply(out / files[-1], mesh, model.faces)
-    save_weights(out / "codes.safetensors", {"codes": codes}, {"run": str(run_path), "seed": str(seed)})
-    mesh_grid(out / "samples.png", list(meshes), model.faces, titles=[f"sample {i}" for i in range(n)],
-              columns=min(n, 4), suptitle=f"{model.method}: samples of the training-code Gaussian")
+    files = [f"sample_{i:02d}.ply" for i in range(n)]
     info = {"run": str(run_path), "method": model.method, "n": n, "seed": seed, "shrinkage": used,
             "n_training_codes": len(model.training_codes()), "latent": int(codes.shape[1]), "files": files}
-    write_json(out / "samples.json", info)
+    with atomic_folder(out) as folder:
+        for name, mesh in zip(files, meshes):
+            write_ply(folder / name, mesh, model.faces)
+        save_weights(folder / "codes.safetensors", {"codes": codes}, {"run": str(run_path), "seed": str(seed)})
+        mesh_grid(folder / "samples.png", list(meshes), model.faces, titles=[f"sample {i}" for i in range(n)],
+                  columns=min(n, 4), suptitle=f"{model.method}: samples of the training-code Gaussian")
+        write_json(folder / "samples.json", info)
     return info

@@ -8,10 +8,16 @@ from morphable.config import PRESETS
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="train a preset on a dataset and evaluate it")
+    from morphable.config import METHODS
+
+    presets = "\n".join(f"  {name:<26} {METHODS[PRESETS[name]().method].description} "
+                        f"({METHODS[PRESETS[name]().method].family})" for name in sorted(PRESETS))
+    parser = subparsers.add_parser("train", help="train a preset on a dataset and evaluate it",
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog=f"presets:\n{presets}")
     parser.add_argument("preset", choices=sorted(PRESETS), help="method preset")
-    parser.add_argument("--data", required=True,
-                        help="registered meshes (folder or (N, V, 3) .npy) or an SDF dataset ('morphable data sdf')")
+    parser.add_argument("--data", help="registered meshes (folder or (N, V, 3) .npy) or an SDF dataset "
+                                        "('morphable data sdf'); not with --resume")
     parser.add_argument("--out", required=True, help="run folder to create")
     parser.add_argument("--unit", choices=("m", "cm", "mm"), help="unit when a mesh dataset has no dataset.json")
     parser.add_argument("--template", help="mesh with the faces of a .npy dataset")
@@ -27,7 +33,8 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted run in --out from its last checkpoint (its config.json wins)")
+                        help="continue an interrupted run in --out from its last checkpoint with its own "
+                             "config.json (only --device and --quiet may be given with it)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     parser.set_defaults(func=run_train)
 
@@ -52,13 +59,40 @@ def config_from_args(args: argparse.Namespace):
     return config
 
 
+LOOP_OPTIONS = ("epochs", "batch_size", "lr")
+CONFIG_OPTIONS = ("data", "unit", "template", "protocol", "fold", "latent", *LOOP_OPTIONS)
+
+
+def _given(args: argparse.Namespace, names) -> list[str]:
+    return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is not None]
+
+
 def run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from morphable.errors import MorphableError
-    from morphable.experiment import family_hooks, train
+    from morphable.experiment import family_hooks, open_run, train
 
+    if args.resume:
+        overrides = _given(args, CONFIG_OPTIONS) + (["--seed"] if args.seed != 0 else []) + (
+            ["--overwrite"] if args.overwrite else [])
+        if overrides:
+            raise MorphableError(f"--resume continues with the run's own config.json; drop {', '.join(overrides)}")
+        _, config = open_run(args.out)
+        if config.method != PRESETS[args.preset]().method:
+            raise MorphableError(f"{args.out} is a '{config.method}' run, not '{args.preset}'")
+        metrics = train(None, args.out, resume=True, progress=not args.quiet,
+                        device=None if args.device == "auto" else args.device)
+        if metrics:
+            print(f"{args.preset}: {family_hooks(config).summary(metrics)}  ->  {args.out}")
+        return 0
+    if args.data is None:
+        raise MorphableError("--data is required (except with --resume)")
     config = config_from_args(args)
+    if config.spec.training == "closed-form" and (_given(args, LOOP_OPTIONS) or args.device != "auto"):
+        raise MorphableError(f"'{args.preset}' is fitted in closed form on the CPU: "
+                             f"{', '.join(_given(args, LOOP_OPTIONS) + (['--device'] if args.device != 'auto' else []))} "
+                             "do not apply")
     if args.fold == "all":
         if config.family != "explicit":
             raise MorphableError(f"--fold all applies to mesh datasets, not to '{args.preset}'")
@@ -68,7 +102,7 @@ def run_train(args: argparse.Namespace) -> int:
         train_all_folds(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
         print((Path(args.out) / "folds.md").read_text().rstrip())
         return 0
-    metrics = train(config, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet)
+    metrics = train(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
     if not metrics:  # a non-zero rank under torchrun
         return 0
     print(f"{args.preset}: {family_hooks(config).summary(metrics)}  ->  {args.out}")

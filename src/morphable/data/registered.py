@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from morphable.errors import MorphableError, input_error
-from morphable.io import (MESH_SUFFIXES, UNIT_TO_MM, Mesh, atomic_folder, atomic_path, cache_dir, read_mesh,
+from morphable.io import (MESH_SUFFIXES, check_output_folder, UNIT_TO_MM, Mesh, atomic_folder, atomic_path, cache_dir, read_mesh,
                           write_json, write_ply)
 
 DATASET_FILE = "dataset.json"
@@ -217,9 +217,7 @@ def write_coma_layout(out_dir: str | os.PathLike, vertices: np.ndarray, faces: n
     """
     out = Path(out_dir)
     check_unit(unit, out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise input_error(out, "output folder exists and is not empty (use --overwrite)")
+    check_output_folder(out, overwrite)
     with atomic_folder(out) as tmp:
         items = range(len(vertices))
         if progress and len(vertices) > 200:

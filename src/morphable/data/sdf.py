@@ -33,7 +33,7 @@ import torch
 
 from morphable.data.registered import check_unit
 from morphable.errors import input_error
-from morphable.io import UNIT_TO_MM, atomic_folder, atomic_path, read_json, write_json
+from morphable.io import UNIT_TO_MM, atomic_folder, check_output_folder, atomic_path, read_json, write_json
 from morphable.mesh.distance import SignMethod, signed_distance
 from morphable.mesh.normals import vertex_normals
 from morphable.mesh.sampling import sample_surface
@@ -389,8 +389,7 @@ def write_sdf_dataset(meshes: Sequence[tuple[str, np.ndarray, np.ndarray, np.nda
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise input_error(out_dir, f"duplicate shape name {dup!r}")
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
-        raise input_error(out_dir, "already exists and is not empty (choose another folder or overwrite)")
+    check_output_folder(out_dir, overwrite)
     prepared = []
     for name, vertices, faces, mask in meshes:
         V, F, M = np.asarray(vertices, dtype=np.float64), np.asarray(faces), np.asarray(mask)

@@ -122,7 +122,7 @@ def load_network_method(run: Run, config: ExperimentConfig, template: tuple[np.n
     from morphable.explicit.method import template_hierarchy
     from morphable.train import load_checkpoint, select_device
 
-    torch_device = select_device(config.train.device if device == "auto" else device)
+    torch_device = select_device(device)
     hierarchy = template_hierarchy(template[0], template[1], config.model.factors)
     n = len(template[0])
     placeholder = Normaliser(np.zeros((n, 3), np.float32), np.ones((n, 3), np.float32))
@@ -131,15 +131,16 @@ def load_network_method(run: Run, config: ExperimentConfig, template: tuple[np.n
     return method
 
 
-def evaluate(run: Run, config: ExperimentConfig, data: ExplicitData) -> dict[str, Any]:
-    """Metrics on the test (and validation) meshes; plots, meshes and ``train_codes.safetensors`` in the run.
+def evaluate(run: Run, config: ExperimentConfig, data: ExplicitData, device: str = "auto") -> dict[str, Any]:
+    """Metrics on the test (and validation) meshes; plots and meshes in the run, and, when ``data`` is the
+    run's own dataset, ``train_codes.safetensors`` (the codes ``sample`` draws from).
 
     Learned aggregation matrices are drawn (QEM vs learned) and frozen into sparse pooling first."""
     from morphable.explicit.figures import interpolation_strip, mapping_matrices_figure
     from morphable.explicit.pooling import freeze_learned_aggregations
 
     dataset, split = data.dataset, data.split
-    codec = load_codec(run, config, dataset.n_vertices)
+    codec = load_codec(run, config, dataset.n_vertices, device)
     network = getattr(codec, "network", None)
     if network is not None and mapping_matrices_figure(run, network):
         freeze_learned_aggregations(network)
@@ -153,9 +154,10 @@ def evaluate(run: Run, config: ExperimentConfig, data: ExplicitData) -> dict[str
         titles = [f"{s}\n{e} {f}".strip() for s, e, f in zip(part.subjects, part.expressions, part.frames)]
         results[name] = evaluate_reconstructions(run, name, pred, part.vertices, dataset.faces, dataset.to_mm,
                                                  part.expressions, titles)
-    save_weights(run.path / TRAIN_CODES, {"codes": np.asarray(codec.encode(dataset.vertices[split.train]),
-                                                              dtype=np.float32)},
-                 {"method": config.method, "n_vertices": str(dataset.n_vertices)})
+    if config.data.path == run.config["data"]["path"]:
+        save_weights(run.path / TRAIN_CODES, {"codes": np.asarray(codec.encode(dataset.vertices[split.train]),
+                                                                  dtype=np.float32)},
+                     {"method": config.method, "n_vertices": str(dataset.n_vertices)})
     test_set = dataset.subset(split.test)
     interpolation_strip(run, codec, test_set.vertices[0], test_set.vertices[-1], dataset.faces,
                         (f"{test_set.subjects[0]} {test_set.expressions[0]}".strip() or "first",

@@ -48,7 +48,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -236,7 +235,7 @@ def fit_linear_run(model_path: str | os.PathLike, points_path: str | os.PathLike
                    n_vertices: int | None = None, n_shape: int | None = None, n_expr: int = 0, pose: Pose = "none",
                    noise_mm: float = 1.0, truncation_mm: float = 10.0, prior_weight: float = 1.0,
                    iterations: int = 30, metric_samples: int = METRIC_SAMPLES, unit: str | None = None,
-                   overwrite: bool = False) -> dict[str, Any]:
+                   overwrite: bool = False, device: str = "auto") -> dict[str, Any]:
     """Fit a linear model file (any format of :func:`~morphable.data.linear.load_linear_model`) to a point cloud
     and write the folder ``out``: ``fit.ply`` (the fitted mesh, model units), ``coefficients.safetensors``
     (``shape_coefficients (K_s,)``, ``expression_coefficients (K_e,)``, ``rotation``, ``translation``, ``scale``)
@@ -251,12 +250,10 @@ def fit_linear_run(model_path: str | os.PathLike, points_path: str | os.PathLike
     written under a temporary name and renamed at the end, so a failed call leaves nothing behind.
     """
     from morphable.data.linear import load_linear_model
-    from morphable.io import atomic_folder, read_mesh, save_weights, write_json, write_mesh
+    from morphable.io import atomic_folder, check_output_folder, read_mesh, save_weights, write_json, write_mesh
     from morphable.metrics import read_ground_truth, region_metrics
 
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise input_error(out, "output folder exists and is not empty (use --overwrite)")
+    out = check_output_folder(out, overwrite)
     model = load_linear_model(model_path, unit=unit)
     try:
         if n_vertices is not None:
@@ -269,7 +266,10 @@ def fit_linear_run(model_path: str | os.PathLike, points_path: str | os.PathLike
         raise input_error(points_path, "the point cloud is empty or has NaN/infinite coordinates")
     gt, mask = read_ground_truth(gt_path, region_vertices)
     started = time.perf_counter()
-    result = fit_linear_model(model, torch.from_numpy(cloud), n_expr=model.n_expr, pose=pose, noise_mm=noise_mm,
+    from morphable.train import select_device
+
+    points = torch.from_numpy(cloud).to(select_device(device))
+    result = fit_linear_model(model, points, n_expr=model.n_expr, pose=pose, noise_mm=noise_mm,
                               truncation_mm=truncation_mm, prior_weight=prior_weight, iterations=iterations)
     seconds = time.perf_counter() - started
     vertices = result.vertices.cpu().numpy()

@@ -71,6 +71,9 @@ def prepare_data(config: ExperimentConfig) -> ImplicitData:
                                    ("--template", data.template, None), ("--unit", data.unit, None)):
         if value != default:
             raise input_error(data.path, f"{option} does not apply to an SDF dataset (its unit is in sdf_dataset.json)")
+    from morphable.implicit.method import loss_weights
+
+    loss_weights(config)  # unknown loss-weight names: one line before anything is written
     model = config.model
     dataset = SdfDataset(data.path, SubsampleCounts(model.surface_face, model.surface_nonface, model.ball),
                          seed=config.seed)
@@ -86,7 +89,6 @@ def fit(config: ExperimentConfig, run: Run, data: ImplicitData, resume: bool = F
         progress: bool = True) -> dict[str, Any]:
     """Train the auto-decoder on every shape of the dataset (codes and network) in the shared loop."""
     from morphable.data.sdf import DATASET_JSON
-    from morphable.implicit.method import ImplicitMethod
     from morphable.train import LoopConfig, fit as fit_loop, init_distributed, parameter_count, select_device
 
     dataset = data.train
@@ -94,7 +96,7 @@ def fit(config: ExperimentConfig, run: Run, data: ImplicitData, resume: bool = F
         write_json(run.file(DATASET_JSON), read_json(dataset.root / DATASET_JSON))
     device = select_device(config.train.device)
     dist_info = init_distributed(device)
-    method = ImplicitMethod(config, len(dataset), device)
+    method = config.spec.load()(config, len(dataset), device)
     if progress and dist_info.is_main:
         print(f"{config.method}: {dataset.describe()}", flush=True)
     loop = LoopConfig(epochs=config.train.epochs, batch_size=min(config.train.batch_size, len(dataset)),
@@ -178,7 +180,6 @@ def load_implicit(path: str | os.PathLike, device: str = "auto"):
     eval mode; ``shapes`` is the run's copy of the dataset description."""
     from morphable.config import config_from_dict
     from morphable.data.sdf import DATASET_JSON
-    from morphable.implicit.method import ImplicitMethod
     from morphable.train import load_checkpoint, select_device
 
     run = Run.open(path)
@@ -189,17 +190,17 @@ def load_implicit(path: str | os.PathLike, device: str = "auto"):
         raise input_error(run.path, f"run has no weights ({run.weights_path.name})")
     torch_device = select_device(device)
     shapes = read_json(run.path / DATASET_JSON)
-    method = ImplicitMethod(config, len(shapes["shapes"]), torch_device)
+    method = config.spec.load()(config, len(shapes["shapes"]), torch_device)
     load_checkpoint(run.weights_path, method, torch_device)
     for network in method.networks.values():
         network.eval()
     return method, run, shapes
 
 
-def extract_code_mesh(method, code, resolution: int = 256, device: str | None = None):
+def extract_code_mesh(method, code, resolution: int = 256):
     """Zero level set of the run's field for one code ``(Z,)`` (a training code, a sample, a blend) at
     ``resolution^3`` over [-1, 1]^3 in normalised units, by the exact narrow-band extraction
-    (:func:`morphable.mesh.extract.extract_mesh`). ``method``: an :class:`ImplicitMethod` (e.g. from
+    (:func:`morphable.mesh.extract.extract_mesh`). ``method``: an :class:`~morphable.implicit.method.ImplicitMethod` (e.g. from
     :func:`load_implicit`). Returns vertices (V, 3), faces (F, 3) (both empty without a level set) and the
     extraction statistics.
 
@@ -212,7 +213,7 @@ def extract_code_mesh(method, code, resolution: int = 256, device: str | None = 
 
     with torch.no_grad():
         fn = method.network.field.sdf_function(code.detach())
-        return extract_mesh(fn, resolution=resolution, device=str(device or method.device), domain_radius=1.0)
+        return extract_mesh(fn, resolution=resolution, device=str(method.device), domain_radius=1.0)
 
 
 def extract_run_mesh(path: str | os.PathLike, code: int, out: str | os.PathLike, resolution: int = 256,

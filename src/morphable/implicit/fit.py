@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -56,7 +55,7 @@ def fit_run(run_path: str | os.PathLike, points_path: str | os.PathLike, out: st
     truth when given) and ``metrics.json`` (fit energy,
     seconds, and with ``gt_path`` the face/head metrics) into ``out``; returns the metrics."""
     from morphable.implicit.experiment import load
-    from morphable.io import UNIT_TO_MM, read_mesh, save_weights, write_json, write_mesh
+    from morphable.io import UNIT_TO_MM, atomic_folder, read_mesh, save_weights, write_json, write_mesh
     from morphable.runs import Run
     from morphable.viz import mesh_strip
 
@@ -69,17 +68,16 @@ def fit_run(run_path: str | os.PathLike, points_path: str | os.PathLike, out: st
     vertices, faces = model.extract(code, resolution)
     if len(faces) == 0:
         raise input_error(points_path, "the fitted code has no surface inside the unit ball")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_weights(out / "code.safetensors", {"code": code.cpu()}, {"run": str(model.run.path)})
-    write_mesh(out / "fit.ply", vertices, faces)
-    shown = [(vertices, faces)] + ([(gt.vertices, gt.faces)] if gt is not None else [])
-    mesh_strip(out / "fit.png", shown, ["fitted", "ground truth"][:len(shown)], columns=2)
     metrics: dict[str, Any] = {"energy_first": history[0], "energy_last": history[-1], "steps": steps,
                                "fit_seconds": round(fit_seconds, 3)}
     if gt is not None:
         metrics.update(region_metrics((vertices, faces), (gt.vertices, gt.faces), mask, UNIT_TO_MM[model.unit],
                                       n_samples=metric_samples))
         metrics["metric_samples"] = metric_samples
-    write_json(out / "metrics.json", metrics)
+    with atomic_folder(out) as folder:
+        save_weights(folder / "code.safetensors", {"code": code.cpu()}, {"run": str(model.run.path)})
+        write_mesh(folder / "fit.ply", vertices, faces)
+        shown = [(vertices, faces)] + ([(gt.vertices, gt.faces)] if gt is not None else [])
+        mesh_strip(folder / "fit.png", shown, ["fitted", "ground truth"][:len(shown)], columns=2)
+        write_json(folder / "metrics.json", metrics)
     return metrics

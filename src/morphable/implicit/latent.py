@@ -64,10 +64,11 @@ def _check_options(resolution: int, out: Path) -> None:
 
 
 def _extract_and_write(model, codes: torch.Tensor, similarities: Sequence[Any], out: Path, prefix: str,
-                       labels: Sequence[str], resolution: int, progress: bool
+                       labels: Sequence[str], resolution: int, progress: bool, display: Path
                        ) -> tuple[list[tuple[np.ndarray, np.ndarray] | None], list[dict[str, Any]]]:
     """Extract every code of ``codes`` (n, Z), map it to source units with its similarity and write
-    ``<prefix>_XX.ply``; a code without a level set in [-1, 1]^3 writes no file. Returns the meshes
+    ``out/<prefix>_XX.ply`` (progress names ``display``, the folder ``out`` becomes); a code without a level set
+    in [-1, 1]^3 writes no file. Returns the meshes
     (None when empty) and one record per code (file, counts, seconds, evaluated fraction). ``model``: an
     :class:`~morphable.implicit.model.ImplicitModel`."""
     from morphable.io import write_ply
@@ -91,7 +92,7 @@ def _extract_and_write(model, codes: torch.Tensor, similarities: Sequence[Any], 
         if progress:
             shown = f"{len(vertices)} vertices, {len(faces)} faces" if len(faces) else "no surface in [-1, 1]^3"
             print(f"{prefix} {i + 1}/{len(codes)} ({labels[i]}): {shown}, {seconds:.2f} s"
-                  f"{'  ->  ' + str(out / name) if len(faces) else ''}", flush=True)
+                  f"{'  ->  ' + str(display / name) if len(faces) else ''}", flush=True)
     return meshes, records
 
 
@@ -109,7 +110,7 @@ def sample_run(run_path: str | os.PathLike, out: str | os.PathLike, n: int = 8, 
     ``sample_XX.ply`` (training data's units), ``codes.safetensors`` (``codes`` (n, Z), after the max-norm
     renormalisation), ``samples.png`` and ``samples.json`` (the sampling settings, the shrinkage, per-sample
     counts and seconds); returns that JSON's content."""
-    from morphable.io import save_weights, write_json
+    from morphable.io import atomic_folder, save_weights, write_json
 
     run_path, out = Path(run_path), Path(out)
     if n < 1:
@@ -120,20 +121,21 @@ def sample_run(run_path: str | os.PathLike, out: str | os.PathLike, n: int = 8, 
     gaussian = fit_code_gaussian(table, shrinkage)
     codes, clipped = renormalise_codes(gaussian.sample(n, seed).to(table.dtype), model.config.model.max_norm)
     similarity = blend_similarities(model.similarities, [1.0] * model.n_codes)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     labels = [f"sample {i}" for i in range(n)]
-    meshes, records = _extract_and_write(model, codes, [similarity] * n, out, "sample", labels, resolution, progress)
-    seconds = time.perf_counter() - started
-    save_weights(out / "codes.safetensors", {"codes": codes.cpu()},
-                 {"run": str(run_path), "seed": str(seed), "shrinkage": repr(gaussian.shrinkage)})
-    mesh_strip(out / "samples.png", meshes, labels, columns=4)
-    info = {"run": str(run_path), "method": model.method, "n": n, "seed": seed, "resolution": resolution,
-            "device": str(table.device), "latent": gaussian.dim, "n_training_codes": model.n_codes,
-            "shrinkage": gaussian.shrinkage, "code_spread": float(gaussian.covariance.trace()),
-            "renormalised_to_max_norm": clipped, "unit": model.unit, "samples": records,
-            "seconds_extraction": round(seconds, 3), "seconds_per_sample": round(seconds / n, 3)}
-    write_json(out / "samples.json", info)
+    with atomic_folder(out) as folder:
+        meshes, records = _extract_and_write(model, codes, [similarity] * n, folder, "sample", labels, resolution,
+                                             progress, out)
+        seconds = time.perf_counter() - started
+        save_weights(folder / "codes.safetensors", {"codes": codes.cpu()},
+                     {"run": str(run_path), "seed": str(seed), "shrinkage": repr(gaussian.shrinkage)})
+        mesh_strip(folder / "samples.png", meshes, labels, columns=4)
+        info = {"run": str(run_path), "method": model.method, "n": n, "seed": seed, "resolution": resolution,
+                "device": str(table.device), "latent": gaussian.dim, "n_training_codes": model.n_codes,
+                "shrinkage": gaussian.shrinkage, "code_spread": float(gaussian.covariance.trace()),
+                "renormalised_to_max_norm": clipped, "unit": model.unit, "samples": records,
+                "seconds_extraction": round(seconds, 3), "seconds_per_sample": round(seconds / n, 3)}
+        write_json(folder / "samples.json", info)
     return info
 
 
@@ -142,7 +144,7 @@ def interpolate_run(run_path: str | os.PathLike, a: int, b: int, out: str | os.P
     """Mesh strip between training codes ``a`` and ``b`` of a run: ``interp_XX.ply`` for
     ``t = 0, 1/(steps-1), ..., 1`` (training data's units), ``codes.safetensors`` (``codes`` (steps, Z)),
     ``interpolation.png`` and ``interpolation.json``; returns that JSON's content."""
-    from morphable.io import save_weights, write_json
+    from morphable.io import atomic_folder, save_weights, write_json
 
     run_path, out = Path(run_path), Path(out)
     if steps < 2:
@@ -158,14 +160,15 @@ def interpolate_run(run_path: str | os.PathLike, a: int, b: int, out: str | os.P
     names = [model.names[i] for i in (a, b)]
     labels = [f"{names[0]} (t=0)" if i == 0 else f"{names[1]} (t=1)" if i == steps - 1 else f"t={t:.2f}"
               for i, t in enumerate(ts)]
-    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    meshes, records = _extract_and_write(model, codes, sims, out, "interp", labels, resolution, progress)
-    seconds = time.perf_counter() - started
-    save_weights(out / "codes.safetensors", {"codes": codes.cpu()}, {"run": str(run_path), "a": str(a), "b": str(b)})
-    mesh_strip(out / "interpolation.png", meshes, labels, columns=steps)
-    info = {"run": str(run_path), "method": model.method, "a": a, "b": b, "names": names, "steps": steps,
-            "t": ts, "resolution": resolution, "device": str(model.codes.device), "unit": model.unit,
-            "meshes": records, "seconds_extraction": round(seconds, 3)}
-    write_json(out / "interpolation.json", info)
+    with atomic_folder(out) as folder:
+        meshes, records = _extract_and_write(model, codes, sims, folder, "interp", labels, resolution, progress, out)
+        seconds = time.perf_counter() - started
+        save_weights(folder / "codes.safetensors", {"codes": codes.cpu()},
+                     {"run": str(run_path), "a": str(a), "b": str(b)})
+        mesh_strip(folder / "interpolation.png", meshes, labels, columns=steps)
+        info = {"run": str(run_path), "method": model.method, "a": a, "b": b, "names": names, "steps": steps,
+                "t": ts, "resolution": resolution, "device": str(model.codes.device), "unit": model.unit,
+                "meshes": records, "seconds_extraction": round(seconds, 3)}
+        write_json(folder / "interpolation.json", info)
     return info
