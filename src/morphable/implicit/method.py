@@ -75,11 +75,8 @@ class ImplicitNetwork(nn.Module):
         self.field = field
 
     def forward(self, codes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """codes: (B, Z), points: (B, N, 3) -> sdf (B, N), planes or None."""
-        if isinstance(self.field, TriplaneSDF):
-            planes = self.field.generate_planes(codes)
-            return self.field.decode(planes, points), planes
-        return self.field(codes, points), None
+        """codes: (B, Z), points: (B, N, 3) -> sdf (B, N), planes or None (the field's ``sdf_and_planes``)."""
+        return self.field.sdf_and_planes(codes, points)
 
 
 def _triplane(model: TriplaneConfig) -> TriplaneSDF:
