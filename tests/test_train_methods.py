@@ -46,7 +46,7 @@ def meshes():
 def _method(name, meshes, train_weights=True):
     vertices, faces = meshes
     config = CONFIGS[name]()
-    hierarchy = template_hierarchy(vertices[0], faces, config.model.factors)
+    hierarchy = template_hierarchy(vertices[0], faces, config.model)
     normaliser = Normaliser.fit(vertices[:12])
     return config.spec.load().create(config, hierarchy, normaliser, CPU, vertices[:12] if train_weights else None)
 

@@ -13,17 +13,24 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from morphable.config import ExperimentConfig
+from morphable.config import AutoencoderConfig, ExperimentConfig
 from morphable.data.registered import Normaliser
-from morphable.explicit.autoencoder import MeshAutoencoder
+from morphable.explicit.autoencoder import MeshAutoencoder, model_spiral_settings
 from morphable.mesh.hierarchy import MeshHierarchy, build_or_load_hierarchy
 from morphable.train import SchedulerSpec, Selection, make_optimizer, step_decay
 
 
-def template_hierarchy(vertices: np.ndarray, faces: np.ndarray, factors: list[int]) -> MeshHierarchy:
-    """The hierarchy of a template, cached on disk (``io.cache_dir("hierarchies")``) by a hash of the template
-    and the settings."""
-    return build_or_load_hierarchy(vertices, faces, factors=tuple(factors))
+def template_hierarchy(vertices: np.ndarray, faces: np.ndarray, model: AutoencoderConfig) -> MeshHierarchy:
+    """The hierarchy of a template for a model: the model's ``factors`` and spiral settings
+    (:func:`~morphable.explicit.autoencoder.model_spiral_settings`), so its spirals are the ones the network
+    uses (:func:`~morphable.explicit.autoencoder.spiral_indices` takes them as they are). Cached on disk
+    (``io.cache_dir("hierarchies")``) by a hash of the template and the settings.
+
+    vertices: (V, 3), faces: (F, 3).
+    """
+    spirals = model_spiral_settings(model, len(model.factors) + 1)
+    return build_or_load_hierarchy(vertices, faces, factors=tuple(model.factors),
+                                   **{key: value for key, value in spirals.items() if value is not None})
 
 
 class AutoencoderMethod:
