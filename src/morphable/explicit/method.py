@@ -105,12 +105,10 @@ class AutoencoderMethod:
         return self.batched(lambda x: self.network((x - self.mean) / self.std) * self.std + self.mean, vertices,
                             batch_size)
 
-    @torch.no_grad()
-    def encode(self, vertices: np.ndarray) -> np.ndarray:
-        x = torch.as_tensor(vertices, dtype=torch.float32, device=self.device)
-        return self.network.encode((x - self.mean) / self.std).cpu().numpy()
+    def encode(self, vertices: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Codes of raw meshes: ``(N, V, 3)`` (in the data's unit) -> ``(N, n_z)``, in batches."""
+        return self.batched(lambda x: self.network.encode((x - self.mean) / self.std), vertices, batch_size)
 
-    @torch.no_grad()
-    def decode(self, codes: np.ndarray) -> np.ndarray:
-        z = torch.as_tensor(codes, dtype=torch.float32, device=self.device)
-        return (self.network.decode(z) * self.std + self.mean).cpu().numpy()
+    def decode(self, codes: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Raw meshes of codes: ``(N, n_z)`` -> ``(N, V, 3)`` (in the data's unit), in batches."""
+        return self.batched(lambda z: self.network.decode(z) * self.std + self.mean, codes, batch_size)
