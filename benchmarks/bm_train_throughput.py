@@ -162,7 +162,7 @@ def main() -> None:
     for name, preset in runs:
         config = PRESETS[preset]()
         config.train.batch_size = BATCH
-        hierarchy = template_hierarchy(vertices, faces, config.model.factors)
+        hierarchy = template_hierarchy(vertices, faces, config.model)
         method = AutoencoderMethod(config, hierarchy, normaliser, torch.device("cpu"))
         torch.set_num_threads(1)
         flops = step_flops(method, data)  # counted on our layers: the PyG variant is the same network

@@ -12,10 +12,12 @@ from mesh_fixtures import head_with_eyes, ict_skin, icosphere, mediapipe_face
 from morphable.cli import main
 from morphable.config import AutoencoderConfig
 from morphable.errors import MorphableError
-from morphable.explicit.autoencoder import MeshAutoencoder, spiral_indices
+from morphable.explicit.autoencoder import MeshAutoencoder, model_spiral_settings, spiral_indices
 from morphable.explicit.layers import Pool
+from morphable.explicit.method import template_hierarchy
 from morphable.io import write_mesh
 from morphable.mesh.hierarchy import MeshHierarchy, build_or_load_hierarchy, hierarchy_cache_key
+from morphable.mesh.spiral import level_spirals
 from morphable.mesh.topology import chebyshev_laplacian, connected_components
 
 
@@ -178,6 +180,24 @@ def test_saved_hierarchy_holds_the_spirals_the_autoencoder_trains_with(tmp_path,
                               saved)
     for level in range(2):
         np.testing.assert_array_equal(network.encoder_convs[level].indices.numpy(), saved.spirals[level])
+
+
+@pytest.mark.parametrize("style", sorted(SPIRAL_RUNS))
+def test_template_hierarchy_caches_the_spirals_of_the_model(tmp_path, monkeypatch, style):
+    monkeypatch.setenv("MORPHABLE_CACHE", str(tmp_path))
+    config = replace(SPIRAL_RUNS[style][0], factors=[4, 4])
+    v, f = head_with_eyes(2)
+    built = template_hierarchy(v, f, config)
+    expected = level_spirals(built.vertices, built.faces, model_spiral_settings(config, 3))
+    default = MeshHierarchy.build(v, f, factors=(4, 4))  # the spirals a factors-only hierarchy holds
+    assert any(a.shape != b.shape or (a != b).any() for a, b in zip(expected, default.spirals))
+    monkeypatch.setattr(MeshHierarchy, "build", None)  # the second call must read the cache
+    cached = template_hierarchy(v, f, config)
+    for h in (built, cached):
+        assert spiral_indices(config, h) is h.spirals  # the network takes the hierarchy's spirals as they are
+        assert len(h.spirals) == len(expected)
+        for a, b in zip(h.spirals, expected):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_unknown_conv_and_spiral_style_raise():

@@ -79,6 +79,15 @@ def test_triplane_shapes_and_batch_invariance():
     for b in range(3):
         torch.testing.assert_close(model(codes[b:b + 1], points[b:b + 1])[0], batched[b], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(model.decode(planes, points), batched)
+    sdf, returned = model.sdf_and_planes(codes, points)
+    assert torch.equal(returned, planes) and torch.equal(sdf, batched)
+
+
+def test_deepsdf_sdf_and_planes_is_the_field_without_planes():
+    model = DeepSDF(latent_dim=6, hidden=32, n_layers=4)
+    codes, points = torch.randn(2, 6), torch.rand(2, 40, 3) - 0.5
+    sdf, planes = model.sdf_and_planes(codes, points)
+    assert planes is None and torch.equal(sdf, model(codes, points))
 
 
 def test_generator_rejects_bad_resolution():

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from morphable.implicit.losses import (LossWeights, code_regularisation, density_regularisation,
-                                       eikonal_loss, non_surface_loss, sdf_and_gradient, space_sdf_loss,
-                                       surface_normal_loss, surface_sdf_loss, total_variation_loss,
+from morphable.implicit.losses import (LossWeights, code_regularisation, density_perturbation,
+                                       density_regularisation, eikonal_loss, non_surface_loss, sdf_and_gradient,
+                                       space_sdf_loss, surface_normal_loss, surface_sdf_loss, total_variation_loss,
                                        triplane_penalty)
 
 RADIUS = 0.6
@@ -72,13 +72,25 @@ def test_non_surface_penalty_closed_form():
 def test_density_regularisation_of_a_linear_field_is_the_projected_noise():
     a = torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64)
     points = torch.rand(2, 500, 3, dtype=torch.float64)
-    value = density_regularisation(lambda p: p @ a, points, noise_std=0.01,
-                                   generator=torch.Generator().manual_seed(3))
+    perturbed = density_perturbation(points, noise_std=0.01, generator=torch.Generator().manual_seed(3))
     noise = torch.randn(points.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    torch.testing.assert_close(perturbed, points + 0.01 * noise, rtol=0, atol=0)
+    value = density_regularisation(points @ a, perturbed @ a)
     expected = ((0.01 * noise) @ a).square().mean()
     assert value.item() == pytest.approx(expected.item(), rel=1e-10)
     assert value.item() == pytest.approx(1e-4 * a.square().sum().item(), rel=0.15)  # E = sigma^2 |a|^2
-    assert density_regularisation(lambda p: p.sum(-1) * 0 + 1.0, points).item() == 0.0
+    assert density_regularisation(torch.ones(2, 500), torch.ones(2, 500)).item() == 0.0
+    assert density_regularisation(torch.zeros(1, 4), torch.tensor([[1.0, -2.0, 0.0, 3.0]])).item() == 3.5
+
+
+def test_sdf_and_gradient_passes_extra_outputs_and_restricts_to_the_first_points():
+    points = _directions(2, 30) * 0.7
+    extra = torch.arange(3.0)
+    (values, passed), grad = sdf_and_gradient(lambda p: (sphere(p), extra), points, create_graph=False, n_grad=20)
+    assert passed is extra
+    torch.testing.assert_close(values, sphere(points))
+    torch.testing.assert_close(grad[:, :20], points[:, :20] / points[:, :20].norm(dim=-1, keepdim=True))
+    assert torch.equal(grad[:, 20:], torch.zeros(2, 10, 3, dtype=torch.float64))
 
 
 def test_total_variation_and_triplane_penalty_match_naive_sums():

@@ -9,7 +9,7 @@ import pytest
 import torch
 import trimesh
 
-from morphable.config import PRESETS, LWAEConfig
+from morphable.config import PRESETS, AutoencoderConfig, LWAEConfig
 from morphable.data.registered import load_registered, make_split, write_coma_layout
 from morphable.explicit.lwae import (LocallyWeightedAutoencoder, compute_local_weights, displacement_features,
                                      level_weights, locality_loss, mix_codes, outside_region, part_laplacian,
@@ -36,7 +36,7 @@ def sphere():
 @pytest.fixture(scope="module")
 def network(sphere):
     torch.manual_seed(0)
-    hierarchy = template_hierarchy(sphere[0], sphere[1], [2, 2])
+    hierarchy = template_hierarchy(sphere[0], sphere[1], _small_config())
     weights = np.random.default_rng(1).random((len(sphere[0]), 3))
     return LocallyWeightedAutoencoder(_small_config(), hierarchy, weights).eval(), hierarchy, weights
 
@@ -395,7 +395,7 @@ def test_decoder_filters_use_part_graphs_and_checkpoint_keeps_them(network, sphe
 
 
 def test_part_upsampling_against_naive_rows_and_hard_borders(sphere):
-    hierarchy = template_hierarchy(sphere[0], sphere[1], [2])
+    hierarchy = template_hierarchy(sphere[0], sphere[1], AutoencoderConfig(factors=[2]))
     rng = np.random.default_rng(7)
     selected = np.asarray(hierarchy.down[0].argmax(axis=1)).ravel()  # fine index of every coarse vertex
     assert np.allclose(hierarchy.vertices[0][selected], hierarchy.vertices[1])
@@ -430,7 +430,7 @@ def test_decoder_is_local_by_construction_for_one_hot_weights(sphere):
     """Part graphs + part-aware up-sampling + one-hot weights: a part's code cannot move another region."""
     torch.manual_seed(3)
     v = sphere[0]
-    hierarchy = template_hierarchy(v, sphere[1], [2, 2])
+    hierarchy = template_hierarchy(v, sphere[1], _small_config())
     hard = np.eye(3)[(v[:, 2] > 0).astype(int) + (v[:, 0] > 0.5)]
     assert all(np.all(w.sum(axis=0) > 0) for w in level_weights(hard, hierarchy))
     net = LocallyWeightedAutoencoder(_small_config(), hierarchy, hard).eval()

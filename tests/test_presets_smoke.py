@@ -108,7 +108,7 @@ def test_preset_builds_at_full_size(preset, paper_template, tmp_path):
     from morphable.explicit.method import template_hierarchy
 
     vertices, faces = paper_template
-    hierarchy = template_hierarchy(vertices, faces, config.model.factors)
+    hierarchy = template_hierarchy(vertices, faces, config.model)
     assert hierarchy.sizes[0] == len(vertices) and len(hierarchy.sizes) == len(config.model.factors) + 1
     rng = np.random.default_rng(0)
     train_vertices = (vertices[None] + rng.normal(0, 1e-3, (8, *vertices.shape))).astype(np.float32)

@@ -194,7 +194,7 @@ def test_make_optimizer_follows_the_config_and_refuses_unknown_names():
         TrainConfig(optimizer="rmsprop")
     edited = TrainConfig()
     edited.optimizer = "rmsprop"  # set after construction: make_optimizer still refuses it
-    with pytest.raises(MorphableError, match="unknown optimizer 'rmsprop'"):
+    with pytest.raises(MorphableError, match=r"unknown optimizer 'rmsprop' \(choose one of sgd, adam, adamw\)"):
         make_optimizer(edited, params)
     with pytest.raises(MorphableError, match="interval 'batch'"):
         SchedulerSpec(None, "batch")

@@ -46,7 +46,7 @@ def meshes():
 def _method(name, meshes, train_weights=True):
     vertices, faces = meshes
     config = CONFIGS[name]()
-    hierarchy = template_hierarchy(vertices[0], faces, config.model.factors)
+    hierarchy = template_hierarchy(vertices[0], faces, config.model)
     normaliser = Normaliser.fit(vertices[:12])
     return config.spec.load().create(config, hierarchy, normaliser, CPU, vertices[:12] if train_weights else None)
 
@@ -85,6 +85,26 @@ def test_autoencoder_resume_is_bit_identical(name, meshes, tmp_path):
     assert [float(r["lr_autoencoder"]) for r in rows] == pytest.approx([lr * 0.9 ** e for e in range(1, 5)],
                                                                          rel=1e-12)
     assert all(float(r["val_loss"]) > 0 and float(r["val_error"]) > 0 for r in rows)
+
+
+@pytest.mark.parametrize("name", ["coma", "spiralnet++"])
+def test_autoencoder_encode_and_decode_go_in_batches_mesh_by_mesh(name, meshes):
+    method = _method(name, meshes)
+    vertices = meshes[0]
+    calls = []
+    network_encode = method.network.encode
+    method.network.encode = lambda x: calls.append(len(x)) or network_encode(x)
+    codes = method.encode(vertices, batch_size=5)
+    assert calls == [5, 5, 5, 1] and codes.shape == (16, 4)
+    meshes_out = method.decode(codes, batch_size=7)
+    assert meshes_out.shape == vertices.shape
+    mean, std = method.mean.numpy(), method.std.numpy()
+    with torch.no_grad():  # the naive reference: one mesh at a time, by hand
+        for i in range(16):
+            z = network_encode(torch.as_tensor((vertices[i:i + 1] - mean) / std, dtype=torch.float32))
+            np.testing.assert_allclose(codes[i], z[0].numpy(), rtol=1e-5, atol=1e-6)
+            x = method.network.decode(torch.as_tensor(codes[i:i + 1]))[0].numpy() * std + mean
+            np.testing.assert_allclose(meshes_out[i], x, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")  # stepped without training

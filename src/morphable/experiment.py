@@ -33,9 +33,8 @@ from typing import Any
 
 from morphable.config import ExperimentConfig, config_from_dict
 from morphable.errors import MorphableError
-from morphable.runs import Run, process_rank
+from morphable.runs import LOG_FILE, Run, process_rank
 
-LOG_FILE = "log.csv"
 REPORT_FILE = "report.md"
 
 

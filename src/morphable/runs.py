@@ -5,6 +5,7 @@ A run folder holds::
     config.json        the ExperimentConfig plus package version, git commit, command line, time
     metrics.json       {"mean_mm", "std_mm", "median_mm", ..., "splits": {...}}
     model.safetensors  weights (never pickle)
+    log.csv            one row per training epoch (losses, learning rates, seconds)
     plots/             PNGs for people (error curves, heat maps)
     meshes/            PLY meshes coloured by error
 
@@ -29,6 +30,7 @@ from morphable.io import check_output_folder, read_json, write_json
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 WEIGHTS_FILE = "model.safetensors"
+LOG_FILE = "log.csv"
 
 
 def git_commit() -> str:

@@ -431,32 +431,9 @@ def _load_ict_folder(folder: Path) -> LinearFaceModel:
             out[i] = mesh.vertices - neutral.vertices
         return out
 
-    uvs, face_uvs = _obj_texture(neutral_file)
     return _build(folder, LinearFaceModel, neutral.vertices, offsets(identity_files), neutral.faces, ICT_UNIT,
                   expression_basis=offsets([folder / f"{n}.obj" for n in names]), expression_names=names,
-                  uvs=uvs, face_uvs=face_uvs, landmarks=landmarks, name="ICT-FaceKit")
-
-
-def _obj_texture(path: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """``vt`` coordinates ``(T, 2)`` and per-triangle texture indices ``(F, 3)`` of an OBJ, its polygons fanned
-    as :func:`morphable.io.read_obj` fans them; ``(None, None)`` when some face corner has no texture index."""
-    uvs: list[list[str]] = []
-    corners_uv: list[tuple[int, int, int]] = []
-    try:
-        for line in path.read_text().splitlines():
-            if line.startswith("vt "):
-                uvs.append(line.split()[1:3])
-            elif line.startswith("f "):
-                fields = [token.split("/") for token in line.split()[1:]]
-                if any(len(f) < 2 or not f[1] for f in fields):
-                    return None, None
-                t = [int(f[1]) - 1 if int(f[1]) > 0 else len(uvs) + int(f[1]) for f in fields]
-                corners_uv.extend((t[0], t[i], t[i + 1]) for i in range(1, len(t) - 1))
-        if not uvs:
-            return None, None
-        return np.array(uvs, dtype=np.float64), np.array(corners_uv, dtype=np.int64)
-    except ValueError:
-        raise input_error(path, "malformed 'vt' line or texture index") from None
+                  uvs=neutral.uvs, face_uvs=neutral.face_uvs, landmarks=landmarks, name="ICT-FaceKit")
 
 
 # --------------------------------------------------------------------------- validation helpers

@@ -81,7 +81,7 @@ def _fit_network(config: ExperimentConfig, run: Run, dataset: RegisteredDataset,
     train = dataset.vertices[split.train]
     normaliser = Normaliser.fit(train)
     template = dataset.vertices[split.train[0]]
-    hierarchy = template_hierarchy(template, dataset.faces, config.model.factors)
+    hierarchy = template_hierarchy(template, dataset.faces, config.model)
     method = config.spec.load().create(config, hierarchy, normaliser, device, train)
     train_data = torch.as_tensor(normaliser.apply(train), dtype=torch.float32)
     val_data = torch.as_tensor(normaliser.apply(dataset.vertices[split.val]), dtype=torch.float32)
@@ -123,7 +123,7 @@ def load_network_method(run: Run, config: ExperimentConfig, template: tuple[np.n
     from morphable.train import load_checkpoint, select_device
 
     torch_device = select_device(device)
-    hierarchy = template_hierarchy(template[0], template[1], config.model.factors)
+    hierarchy = template_hierarchy(template[0], template[1], config.model)
     n = len(template[0])
     placeholder = Normaliser(np.zeros((n, 3), np.float32), np.ones((n, 3), np.float32))
     method = config.spec.load().create(config, hierarchy, placeholder, torch_device, None)

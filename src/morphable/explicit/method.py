@@ -13,17 +13,24 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from morphable.config import ExperimentConfig
+from morphable.config import AutoencoderConfig, ExperimentConfig
 from morphable.data.registered import Normaliser
-from morphable.explicit.autoencoder import MeshAutoencoder
+from morphable.explicit.autoencoder import MeshAutoencoder, model_spiral_settings
 from morphable.mesh.hierarchy import MeshHierarchy, build_or_load_hierarchy
 from morphable.train import SchedulerSpec, Selection, make_optimizer, step_decay
 
 
-def template_hierarchy(vertices: np.ndarray, faces: np.ndarray, factors: list[int]) -> MeshHierarchy:
-    """The hierarchy of a template, cached on disk (``io.cache_dir("hierarchies")``) by a hash of the template
-    and the settings."""
-    return build_or_load_hierarchy(vertices, faces, factors=tuple(factors))
+def template_hierarchy(vertices: np.ndarray, faces: np.ndarray, model: AutoencoderConfig) -> MeshHierarchy:
+    """The hierarchy of a template for a model: the model's ``factors`` and spiral settings
+    (:func:`~morphable.explicit.autoencoder.model_spiral_settings`), so its spirals are the ones the network
+    uses (:func:`~morphable.explicit.autoencoder.spiral_indices` takes them as they are). Cached on disk
+    (``io.cache_dir("hierarchies")``) by a hash of the template and the settings.
+
+    vertices: (V, 3), faces: (F, 3).
+    """
+    spirals = model_spiral_settings(model, len(model.factors) + 1)
+    return build_or_load_hierarchy(vertices, faces, factors=tuple(model.factors),
+                                   **{key: value for key, value in spirals.items() if value is not None})
 
 
 class AutoencoderMethod:
@@ -98,12 +105,10 @@ class AutoencoderMethod:
         return self.batched(lambda x: self.network((x - self.mean) / self.std) * self.std + self.mean, vertices,
                             batch_size)
 
-    @torch.no_grad()
-    def encode(self, vertices: np.ndarray) -> np.ndarray:
-        x = torch.as_tensor(vertices, dtype=torch.float32, device=self.device)
-        return self.network.encode((x - self.mean) / self.std).cpu().numpy()
+    def encode(self, vertices: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Codes of raw meshes: ``(N, V, 3)`` (in the data's unit) -> ``(N, n_z)``, in batches."""
+        return self.batched(lambda x: self.network.encode((x - self.mean) / self.std), vertices, batch_size)
 
-    @torch.no_grad()
-    def decode(self, codes: np.ndarray) -> np.ndarray:
-        z = torch.as_tensor(codes, dtype=torch.float32, device=self.device)
-        return (self.network.decode(z) * self.std + self.mean).cpu().numpy()
+    def decode(self, codes: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Raw meshes of codes: ``(N, n_z)`` -> ``(N, V, 3)`` (in the data's unit), in batches."""
+        return self.batched(lambda z: self.network.decode(z) * self.std + self.mean, codes, batch_size)

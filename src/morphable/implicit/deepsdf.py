@@ -165,6 +165,13 @@ class DeepSDF(nn.Module):
                 h = softplus_beta(h, self.beta)
         return h.squeeze(-1) if self.out_dim == 1 else h
 
+    def sdf_and_planes(self, codes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """The field and its feature planes, the implicit networks' common training call.
+
+        codes: (B, Z), points: (B, N, 3) -> ``(sdf (B, N), None)``: an MLP has no planes to regularise.
+        """
+        return self(codes, points), None
+
     def sdf_function(self, code: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """Bind one code: returns ``fn(points (N, 3)) -> (N,)`` for :func:`morphable.mesh.extract.extract_mesh`.
 

@@ -26,7 +26,7 @@ import numpy as np
 from morphable.config import ExperimentConfig
 from morphable.errors import input_error
 from morphable.io import read_json, write_json
-from morphable.runs import Run, process_rank
+from morphable.runs import LOG_FILE, Run, process_rank
 
 VALIDATION_SHAPES = 16
 PREVIEW_CODES = 4
@@ -108,7 +108,7 @@ def fit(config: ExperimentConfig, run: Run, data: ImplicitData, resume: bool = F
 
 def _last_losses(run: Run) -> tuple[dict[str, float], dict[str, float]]:
     """The last epoch's mean training and validation losses from ``log.csv``."""
-    with open(run.path / "log.csv", newline="") as f:
+    with open(run.path / LOG_FILE, newline="") as f:
         last = list(csv.DictReader(f))[-1]
     pick = lambda prefix: {k[len(prefix):]: float(v) for k, v in last.items() if k.startswith(prefix) and v != ""}  # noqa: E731
     return pick("train_"), pick("val_")

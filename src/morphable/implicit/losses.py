@@ -31,26 +31,37 @@ thesis cites. TV and the tri-plane penalty are averaged over the batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, TypeVar
 
 import torch
 
+DENSITY_NOISE_STD = 0.01
+"""Standard deviation of the density perturbation ``w`` in (4.5) (variance 1e-4)."""
 
-def sdf_and_gradient(fn: Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor,
-                     create_graph: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+Output = TypeVar("Output")
+
+
+def sdf_and_gradient(fn: Callable[[torch.Tensor], Output], points: torch.Tensor, create_graph: bool = True,
+                     n_grad: int | None = None) -> tuple[Output, torch.Tensor]:
     """Values and spatial gradients of a scalar field.
 
-    fn: (..., 3) -> (...); points: (..., 3). Returns ``f`` (...) and ``grad f`` (..., 3).
-    ``create_graph=True`` keeps the gradient differentiable (eikonal and normal losses in training);
-    use False for evaluation. Points that already require grad (e.g. deformed points) are
-    differentiated as they are; others are detached copies that require grad.
+    fn: (..., N, 3) -> ``f`` (..., N), or a tuple whose first item is ``f`` (e.g. ``(sdf, planes)`` of an
+    implicit network), returned as it is; points: (..., N, 3). Returns fn's output and ``grad f`` (..., N, 3),
+    the gradient of ``sum_i f_i`` over the first ``n_grad`` points along N (all for None; ``grad f`` is 0 at
+    the others, e.g. copies that enter only the density term). ``create_graph=True`` keeps the gradient
+    differentiable (eikonal and normal losses in training); use False for evaluation. Points that already
+    require grad (e.g. deformed points) are differentiated as they are; others are detached copies that
+    require grad.
     """
     with torch.enable_grad():
         if not points.requires_grad:
             points = points.detach().requires_grad_(True)
-        values = fn(points)
+        output = fn(points)
+        values = output[0] if isinstance(output, tuple) else output
+        if n_grad is not None:
+            values = values[..., :n_grad]
         (grad,) = torch.autograd.grad(values.sum(), points, create_graph=create_graph)
-    return values, grad
+    return output, grad
 
 
 def surface_sdf_loss(sdf_surface: torch.Tensor) -> torch.Tensor:
@@ -85,18 +96,17 @@ def space_sdf_loss(sdf_space: torch.Tensor, target: torch.Tensor, clamp: float =
     return (sdf_space.clamp(-clamp, clamp) - target.clamp(-clamp, clamp)).abs().mean()
 
 
-def density_regularisation(fn: Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor,
-                           sdf_points: torch.Tensor | None = None, noise_std: float = 0.01,
-                           generator: torch.Generator | None = None) -> torch.Tensor:
-    """(4.5): ``mean (f(x) - f(x + w))^2``, ``w ~ N(0, noise_std^2 I)``.
-
-    fn: (B, N, 3) -> (B, N); points: (B, N, 3) free-space points; sdf_points: ``fn(points)`` if already
-    computed (saves one evaluation). Returns a scalar.
-    """
-    if sdf_points is None:
-        sdf_points = fn(points)
+def density_perturbation(points: torch.Tensor, noise_std: float = DENSITY_NOISE_STD,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+    """The perturbed points ``x + w`` of (4.5), ``w ~ N(0, noise_std^2 I)``. points: (..., 3) -> (..., 3)."""
     noise = torch.randn(points.shape, generator=generator, dtype=points.dtype, device=points.device)
-    return (sdf_points - fn(points + noise_std * noise)).square().mean()
+    return points + noise_std * noise
+
+
+def density_regularisation(sdf_points: torch.Tensor, sdf_perturbed: torch.Tensor) -> torch.Tensor:
+    """(4.5): ``mean (f(x) - f(x + w))^2``. sdf_points: (B, N) ``f`` at free-space points ``x``; sdf_perturbed:
+    (B, N) ``f`` at :func:`density_perturbation` of them. Returns a scalar."""
+    return (sdf_points - sdf_perturbed).square().mean()
 
 
 def total_variation_loss(planes: torch.Tensor) -> torch.Tensor:

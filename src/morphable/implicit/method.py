@@ -56,13 +56,12 @@ from torch.nn.parallel import DistributedDataParallel
 from morphable.config import ExperimentConfig, NPMConfig, TriplaneConfig
 from morphable.errors import MorphableError
 from morphable.implicit.deepsdf import DeepSDF, LatentTable
-from morphable.implicit.losses import (LossWeights, code_regularisation, eikonal_loss, non_surface_loss,
+from morphable.implicit.losses import (LossWeights, code_regularisation, density_perturbation,
+                                       density_regularisation, eikonal_loss, non_surface_loss, sdf_and_gradient,
                                        space_sdf_loss, surface_normal_loss, surface_sdf_loss, total_variation_loss,
                                        triplane_penalty)
 from morphable.implicit.triplane import TriplaneSDF
 from morphable.train import SchedulerSpec, Selection, make_optimizer, step_decay
-
-DENSITY_NOISE_STD = 0.01
 
 
 class ImplicitNetwork(nn.Module):
@@ -76,11 +75,8 @@ class ImplicitNetwork(nn.Module):
         self.field = field
 
     def forward(self, codes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """codes: (B, Z), points: (B, N, 3) -> sdf (B, N), planes or None."""
-        if isinstance(self.field, TriplaneSDF):
-            planes = self.field.generate_planes(codes)
-            return self.field.decode(planes, points), planes
-        return self.field(codes, points), None
+        """codes: (B, Z), points: (B, N, 3) -> sdf (B, N), planes or None (the field's ``sdf_and_planes``)."""
+        return self.field.sdf_and_planes(codes, points)
 
 
 def _triplane(model: TriplaneConfig) -> TriplaneSDF:
@@ -188,13 +184,11 @@ class ImplicitMethod:
         parts = [surface, near, ball]
         if w.density:
             generator = torch.Generator(device=ball.device).manual_seed(self.config.seed * 1_000_003 + step)
-            noise = torch.randn(ball.shape, generator=generator, device=ball.device, dtype=ball.dtype)
-            parts.append(ball + DENSITY_NOISE_STD * noise)
-        points = torch.cat(parts, dim=1).requires_grad_(True)
-        sdf, planes = self.forward_networks["sdf"](codes, points)
+            parts.append(density_perturbation(ball, generator=generator))
         n_s, n_n, n_b = surface.shape[1], near.shape[1], ball.shape[1]
         n_geo = n_s + n_n + n_b
-        (grad,) = torch.autograd.grad(sdf[:, :n_geo].sum(), points, create_graph=True)
+        network = self.forward_networks["sdf"]
+        (sdf, planes), grad = sdf_and_gradient(lambda p: network(codes, p), torch.cat(parts, dim=1), n_grad=n_geo)
         losses: dict[str, torch.Tensor] = {
             "surface": surface_sdf_loss(sdf[:, :n_s]),
             "normal": surface_normal_loss(grad[:, :n_s], batch["surface_normals"]),
@@ -205,7 +199,7 @@ class ImplicitMethod:
             target = torch.cat([batch["near_sdf"], batch["ball_sdf"]], dim=1).to(sdf.dtype)
             losses["space_sdf"] = space_sdf_loss(sdf[:, n_s:n_geo], target)
         if w.density:
-            losses["density"] = (sdf[:, n_s + n_n:n_geo] - sdf[:, n_geo:]).square().mean()
+            losses["density"] = density_regularisation(sdf[:, n_s + n_n:n_geo], sdf[:, n_geo:])
         if planes is not None and w.total_variation:
             losses["total_variation"] = total_variation_loss(planes)
         if planes is not None and w.triplane:

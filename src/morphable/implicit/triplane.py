@@ -256,7 +256,16 @@ class TriplaneSDF(nn.Module):
 
     def forward(self, codes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """codes: (B, Z), points: (B, N, 3) -> SDF (B, N)."""
-        return self.decode(self.generate_planes(codes), points)
+        return self.sdf_and_planes(codes, points)[0]
+
+    def sdf_and_planes(self, codes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The field and its feature planes, the implicit networks' common training call.
+
+        codes: (B, Z), points: (B, N, 3) -> ``(sdf (B, N), planes (B, 3, C, R, R))``; the planes are generated
+        once and returned for the total-variation and tri-plane penalties.
+        """
+        planes = self.generate_planes(codes)
+        return self.decode(planes, points), planes
 
     def sdf_function(self, code: torch.Tensor) -> TriplaneField:
         """Bind one code (Z,): generate its planes once (no autograd) and return a :class:`TriplaneField`."""

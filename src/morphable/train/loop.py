@@ -43,11 +43,11 @@ from torch import nn
 
 from morphable.errors import MorphableError, input_error
 from morphable.io import atomic_path
+from morphable.runs import LOG_FILE
 from morphable.train.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, load_checkpoint, save_checkpoint
 from morphable.train.distributed import Distributed, all_reduce_sum
 from morphable.train.protocol import Selection, TrainableMethod
 
-LOG_FILE = "log.csv"
 COLUMN_GROUPS = ("epoch", "train_", "val_", "lr_", "stage", "seconds")
 
 

@@ -18,15 +18,16 @@ from collections.abc import Iterable
 
 import torch
 
-from morphable.config import TrainConfig
+from morphable.config import OPTIMIZERS, TrainConfig
 from morphable.errors import MorphableError
 from morphable.train.protocol import SchedulerSpec
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-
 
 def make_optimizer(train: TrainConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """The optimiser ``train.optimizer`` over ``params`` at ``train.lr`` with ``train.weight_decay``."""
+    """The optimiser ``train.optimizer`` over ``params`` at ``train.lr`` with ``train.weight_decay``.
+
+    The config checks the name when it is made; a name set afterwards that is not one of
+    :data:`morphable.config.OPTIMIZERS` raises :class:`MorphableError` here."""
     if train.optimizer == "sgd":
         return torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
     if train.optimizer == "adam":
