@@ -89,10 +89,10 @@ def run_train(args: argparse.Namespace) -> int:
     if args.data is None:
         raise MorphableError("--data is required (except with --resume)")
     config = config_from_args(args)
-    if config.spec.training == "closed-form" and (_given(args, LOOP_OPTIONS) or args.device != "auto"):
-        raise MorphableError(f"'{args.preset}' is fitted in closed form on the CPU: "
-                             f"{', '.join(_given(args, LOOP_OPTIONS) + (['--device'] if args.device != 'auto' else []))} "
-                             "do not apply")
+    ignored = _given(args, LOOP_OPTIONS) + ([f"--device {args.device}"] if args.device not in ("auto", "cpu") else [])
+    if config.spec.training == "closed-form" and ignored:
+        raise MorphableError(f"'{args.preset}' is fitted in closed form on the CPU: {', '.join(ignored)} "
+                             f"{'does' if len(ignored) == 1 else 'do'} not apply")
     if args.fold == "all":
         if config.family != "explicit":
             raise MorphableError(f"--fold all applies to mesh datasets, not to '{args.preset}'")
