@@ -42,17 +42,17 @@ def open_report(path: Path) -> dict:
     with tempfile.TemporaryDirectory() as profile:
         out = subprocess.run([browser(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=5000",
                               "--dump-dom", f"{path.resolve().as_uri()}#selftest"],
-                             capture_output=True, text=True, timeout=120)
-    errors = re.search(r'<pre id="js-errors"[^>]*>(.*?)</pre>', out.stdout, re.S)
+                             capture_output=True, text=True, timeout=120, check=False)
+    errors = re.search(r'<pre id="js-errors"[^>]*>(.*?)</pre>', out.stdout, re.DOTALL)
     assert errors is not None, f"the page did not load: {out.stderr[-2000:]}"
     assert errors.group(1) == "", f"JavaScript errors: {html.unescape(errors.group(1))}"
-    result = re.search(r'<pre id="selftest">(.*?)</pre>', out.stdout, re.S)
+    result = re.search(r'<pre id="selftest">(.*?)</pre>', out.stdout, re.DOTALL)
     assert result is not None, "the self-test did not run"
     return json.loads(html.unescape(result.group(1)))
 
 
 def mesh_data(page: str) -> list[dict]:
-    return json.loads(re.search(r'<script id="mesh-data" type="application/json">(.*?)</script>', page, re.S)
+    return json.loads(re.search(r'<script id="mesh-data" type="application/json">(.*?)</script>', page, re.DOTALL)
                       .group(1).replace("<\\/", "</"))
 
 
@@ -82,7 +82,7 @@ def test_pca_report_content(pca_run):
     assert "http://" not in page and "https://" not in page and "<script src" not in page
     assert page.count("data:image/png;base64,") == len(list((pca_run / "plots").glob("*.png")))
     meshes = mesh_data(page)
-    first = sorted((pca_run / "meshes").glob("test_*.ply"))[0]
+    first = min((pca_run / "meshes").glob("test_*.ply"))
     mesh = read_mesh(first)
     position = np.frombuffer(base64.b64decode(meshes[0]["position"]), "<f4").reshape(-1, 3)
     centre = (mesh.vertices.min(0) + mesh.vertices.max(0)) / 2

@@ -135,10 +135,13 @@ def mesh_payload(name: str, vertices: np.ndarray, faces: np.ndarray, colors: np.
     centre = (v.min(axis=0) + v.max(axis=0)) / 2
     radius = max(float(np.linalg.norm(v - centre, axis=1).max()), 1e-12)
     rgb = np.broadcast_to(np.array(NEUTRAL_RGB, np.uint8), v.shape) if colors is None else colors
-    encode = lambda a, dtype: base64.b64encode(np.ascontiguousarray(a, dtype=dtype).tobytes()).decode("ascii")  # noqa: E731
     return {"name": name, "vertices": len(v), "faces": len(faces),
-            "position": encode((v - centre) / radius, "<f4"), "index": encode(faces, "<u4"),
-            "color": encode(rgb, "u1")}
+            "position": _base64((v - centre) / radius, "<f4"), "index": _base64(faces, "<u4"),
+            "color": _base64(rgb, "u1")}
+
+
+def _base64(array: np.ndarray, dtype: str) -> str:
+    return base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes()).decode("ascii")
 
 
 def metric_rows(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
