@@ -17,7 +17,7 @@ import sys
 from morphable import __version__
 
 COMMAND_GROUPS = ("demo", "data", "train", "eval", "sample", "interpolate", "extract", "fit", "fit_linear", "export",
-                  "parts", "mesh")
+                  "parts", "mesh", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -108,7 +108,8 @@ def load_run(path: str | Path, device: str = "auto"):
 
 
 def finish(run: Run, config: ExperimentConfig, metrics: dict[str, Any], summary: str) -> None:
-    """Write ``metrics.json``, ``plots/losses.png`` (when the run has a ``log.csv``) and ``report.md``."""
+    """Write ``metrics.json``, ``plots/losses.png`` (when the run has a ``log.csv``), ``report.md`` and
+    ``report.html`` (:func:`morphable.report.write_report`)."""
     from morphable.viz import loss_curves
 
     run.write_metrics(metrics)
@@ -131,6 +132,9 @@ def finish(run: Run, config: ExperimentConfig, metrics: dict[str, Any], summary:
 
     with atomic_path(run.path / REPORT_FILE) as tmp:
         tmp.write_text("\n".join(lines))
+    from morphable.report import write_report
+
+    write_report(run.path)
 
 
 def _previous_metrics(run: Run) -> dict[str, Any]:
