@@ -218,7 +218,7 @@ def write_coma_layout(out_dir: str | os.PathLike, vertices: np.ndarray, faces: n
     so an interrupted call leaves nothing half-written. ``frames`` that are integers are written as ``%04d``.
     """
     out = Path(out_dir)
-    check_unit(unit, out)
+    unit = check_unit(unit, out)
     check_output_folder(out, overwrite)
     with atomic_folder(out) as tmp:
         items = range(len(vertices))

@@ -187,12 +187,14 @@ class RepairReport:
 
     def sign(self) -> str:
         """The inside / outside test the repaired mesh supports: ``"pseudonormal"`` (closed, manifold,
-        consistent: exact), ``"auto"`` (open manifold, consistent, small holes: winding number far, local
-        side near, see :func:`morphable.mesh.distance.signed_distance`), ``"winding"`` (non-manifold or
-        non-orientable: generalised winding number everywhere) or ``"untrusted"`` (large holes)."""
+        consistent: exact), ``"auto"`` (open or non-manifold, consistent, small holes: winding number far
+        and near non-manifold edges, local side near the rest, see
+        :func:`morphable.mesh.distance.signed_distance`), ``"winding"`` (still inconsistent after
+        re-orientation, e.g. non-orientable: generalised winding number everywhere) or ``"untrusted"``
+        (large holes)."""
         if self.large_holes:
             return "untrusted"
-        if self.nonmanifold_edges or self.inconsistent_edges:
+        if self.inconsistent_edges:
             return "winding"
         return "pseudonormal" if self.closed else "auto"
 
