@@ -12,11 +12,12 @@ from mesh_fixtures import icosphere
 from morphable.config import DataConfig
 from morphable.data import sdf
 from morphable.data.registered import check_unit, load_registered, write_coma_layout
-from morphable.data.scans import cut_by_plane, largest_component, make_sdf_dataset, prepare_scan
+from morphable.data.scans import cut_by_plane, largest_component, prepare_scan
 from morphable.errors import MorphableError
 from morphable.io import UNIT_TO_MM, parse_unit, read_mesh, write_ply
 from morphable.mesh import repair
 from morphable.mesh.sampling import sample_surface
+from morphable.mesh.topology import nonmanifold_faces
 from morphable.metrics import read_ground_truth
 
 igl = pytest.importorskip("igl")
@@ -340,3 +341,12 @@ def test_ground_truth_is_repaired_and_metrics_stay_in_mm(tmp_path, capsys):
     for key in ("accuracy_mm", "completeness_mm", "chamfer_l1_mm"):
         assert np.isclose(in_units["head"][key], in_mm["head"][key], rtol=1e-9)
     assert 0.3 < in_units["head"]["chamfer_l1_mm"] < 3.0  # the 1 mm shift plus the sample spacing
+
+
+def test_nonmanifold_faces_match_a_loop():
+    _, (_, F), *_ = _defective_sphere()
+    directions = _edge_edge_directions(F)
+    naive = [any(len(directions[(min(i, j), max(i, j))]) > 2 for i, j in ((f[0], f[1]), (f[1], f[2]), (f[2], f[0])))
+             for f in F.tolist()]
+    np.testing.assert_array_equal(nonmanifold_faces(F), naive)
+    assert sum(naive) > 3  # the fin, the two faces it is glued to, and the duplicated faces

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import breadth_first_order
 from scipy.sparse.csgraph import connected_components as _cc
 
-from morphable.mesh.topology import edge_report, face_normals, half_edges
+from morphable.mesh.topology import boundary_mask, edge_report, face_normals, half_edges
 
 LARGE_HOLE_FRACTION = 2.0
 """A boundary loop longer than this multiple of the bounding-box diagonal is a large hole: the inside /
@@ -82,7 +82,8 @@ def _manifold_face_pairs(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
 
 def orient_components(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, int]:
     """Consistent orientation per component of the manifold face adjacency (see the module docstring):
-    ``(faces (F, 3), number of faces flipped)``.
+    ``(faces (F, 3), number of faces flipped)``; ``faces`` without duplicate or degenerate faces (see
+    :func:`repair_mesh`).
 
     The parity of face ``f`` relative to its component's root is the XOR of ``same_direction`` along
     its breadth-first tree path; it is found for all faces at once by pointer jumping (``O(F log depth)``).
@@ -113,47 +114,45 @@ def orient_components(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarr
     out[parity] = out[parity, ::-1]
     needed = np.zeros(n_comp, dtype=bool)
     needed[labels[parity]] = True
-    for comp in np.nonzero(needed)[0]:
-        faces_c = out[labels == comp]
-        corners = np.asarray(vertices, dtype=np.float64)[faces_c]
-        centre = (corners.reshape(-1, 3).min(axis=0) + corners.reshape(-1, 3).max(axis=0)) / 2
-        volume = np.einsum("ij,ij->", corners[:, 0] - centre, face_normals(vertices, faces_c)) / 6
-        if volume < 0:
-            out[labels == comp] = faces_c[:, ::-1]
+    corners = np.asarray(vertices, dtype=np.float64)[out]  # (F, 3, 3)
+    low = np.full((n_comp, 3), np.inf)
+    high = np.full((n_comp, 3), -np.inf)
+    np.minimum.at(low, labels, corners.min(axis=1))
+    np.maximum.at(high, labels, corners.max(axis=1))
+    cones = np.einsum("ij,ij->i", corners[:, 0] - (low + high)[labels] / 2, face_normals(vertices, out)) / 6
+    inward = needed & (np.bincount(labels, weights=cones, minlength=n_comp) < 0)
+    out[inward[labels]] = out[inward[labels], ::-1]
     return out, int((out != f).any(axis=1).sum())
 
 
 def boundary_loops(faces: np.ndarray) -> list[np.ndarray]:
-    """The open boundary as closed vertex cycles: each loop ``(L,)`` lists the vertices in order.
+    """The open boundary as vertex cycles: each loop ``(L,)`` lists the vertices in order (a chain that ends
+    where the boundary meets a non-manifold edge, as around a fin, is returned as it is).
 
     Open edges (one incident face) are chained at their shared vertices; at a vertex where several loops
     touch the chain takes the first unused edge, so such loops may be merged (their total length is kept).
     """
-    key_edges = half_edges(faces)
-    n = int(key_edges.max()) + 1
-    key = np.minimum(key_edges[:, 0], key_edges[:, 1]) * n + np.maximum(key_edges[:, 0], key_edges[:, 1])
-    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-    open_edges = key_edges[counts[inverse] == 1]
+    open_edges = half_edges(faces)[boundary_mask(faces)]
     if len(open_edges) == 0:
         return []
-    nxt: dict[int, list[int]] = {}
+    neighbours: dict[int, list[int]] = {}
     for i, j in open_edges.tolist():
-        nxt.setdefault(i, []).append(j)
-        nxt.setdefault(j, []).append(i)
+        neighbours.setdefault(i, []).append(j)
+        neighbours.setdefault(j, []).append(i)
     used: set[tuple[int, int]] = set()
     loops = []
     for i, j in open_edges.tolist():
         if (min(i, j), max(i, j)) in used:
             continue
-        loop, prev, cur = [i], i, j
+        loop, cur = [i], j
         used.add((min(i, j), max(i, j)))
         while cur != i:
             loop.append(cur)
-            step = next((k for k in nxt[cur] if (min(cur, k), max(cur, k)) not in used), None)
+            step = next((k for k in neighbours[cur] if (min(cur, k), max(cur, k)) not in used), None)
             if step is None:
                 break
             used.add((min(cur, step), max(cur, step)))
-            prev, cur = cur, step
+            cur = step
         loops.append(np.asarray(loop, dtype=np.int64))
     return loops
 
