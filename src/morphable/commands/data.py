@@ -9,6 +9,7 @@ from morphable.commands.options import add_output_file
 
 UNIT_CHOICES = "m, cm, mm or millimetres per unit (e.g. 250 when 1 unit = 25 cm)"
 
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("data", help="make and inspect datasets")
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from morphable.data.registered import check_unit
-from morphable.errors import MorphableError, input_error
+from morphable.errors import input_error
 from morphable.io import UNIT_TO_MM, atomic_folder, check_output_folder, atomic_path, read_json, write_json
 from morphable.mesh.distance import SignMethod, signed_distance
 from morphable.mesh.normals import vertex_normals
@@ -136,22 +136,30 @@ def check_mesh(name: str, vertices: np.ndarray, faces: np.ndarray, region_mask: 
     return report
 
 
-SIGN_USE = {"pseudonormal": "exact pseudonormal signs", "auto": "signs from winding numbers (local side near the "
-            "surface)", "winding": "signs from generalised winding numbers",
-            "untrusted": "the sign far from the surface cannot be trusted (large holes): ball samples only within "
-            "the local band or outside the convex hull"}
+SIGN_USE = {
+    "pseudonormal": "exact pseudonormal signs",
+    "auto": "signs from winding numbers (local side near the surface)",
+    "winding": "signs from generalised winding numbers",
+    "untrusted": "the sign far from the surface cannot be trusted (large holes): ball samples only within the "
+                 "local band or outside the convex hull",
+}
+"""What the warning line says about inside / outside for each :meth:`RepairReport.sign` mode."""
 
 
 @dataclass(frozen=True)
 class PreparedMesh:
     """A repaired mesh ready for SDF sampling: ``vertices (V', 3)``, ``faces (F', 3)``, ``region_mask (V',)``,
-    the repair report and the sign mode (:meth:`RepairReport.sign`)."""
+    and the repair report."""
 
     vertices: np.ndarray
     faces: np.ndarray
     region_mask: np.ndarray
     report: RepairReport
-    sign: str
+
+    @property
+    def sign(self) -> str:
+        """The sign mode the repaired mesh supports (:meth:`RepairReport.sign`)."""
+        return self.report.sign()
 
 
 def prepare_mesh(name: str, vertices: np.ndarray, faces: np.ndarray, region_mask: np.ndarray,
@@ -172,8 +180,7 @@ def prepare_mesh(name: str, vertices: np.ndarray, faces: np.ndarray, region_mask
     if len(repaired.faces) == 0:
         raise input_error(name, "the mesh has zero surface area")
     _check_outward(name, repaired.vertices, repaired.faces)
-    sign = repaired.report.sign()
-    return PreparedMesh(repaired.vertices, repaired.faces, mask[repaired.vertex_map], repaired.report, sign)
+    return PreparedMesh(repaired.vertices, repaired.faces, mask[repaired.vertex_map], repaired.report)
 
 
 # --------------------------------------------------------------------------- sampling
@@ -270,7 +277,7 @@ class SdfSamples:
         return None
 
 
-def _sound_ball_samples(n: int, rng: np.random.Generator, vertices: np.ndarray, faces: np.ndarray,
+def _sound_ball_samples(name: str, n: int, rng: np.random.Generator, vertices: np.ndarray, faces: np.ndarray,
                         local_band: float, max_rounds: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """``n`` ball points ``(n, 3)`` and their SDF ``(n,)`` where the sign of an open mesh with large holes is
     still sound: within ``local_band`` of the surface (the side of the surface decides) or outside the convex
@@ -290,8 +297,8 @@ def _sound_ball_samples(n: int, rng: np.random.Generator, vertices: np.ndarray, 
         have += int(keep.sum())
         if have >= n:
             return np.concatenate(points)[:n], np.concatenate(values)[:n]
-    raise MorphableError("too few unit-ball points with a trustworthy sign (the mesh fills its convex hull "
-                         "and its holes are large): close the holes or cut the mesh")
+    raise input_error(name, "too few unit-ball points with a trustworthy sign (the mesh fills its convex hull "
+                            "and its holes are large): close the holes or cut the mesh")
 
 
 def _split(n: int, face_fraction: float, has_face: bool, has_nonface: bool) -> tuple[int, int]:
@@ -356,7 +363,7 @@ def precompute_sdf_samples(vertices: np.ndarray, faces: np.ndarray, region_mask:
         near[region] += rng.standard_normal(near[region].shape) * np.asarray(sigmas)[:, None, None]
     near_queries = [near["face"].reshape(-1, 3), near["nonface"].reshape(-1, 3)]
     if sound_ball:
-        ball, ball_sdf = _sound_ball_samples(n_ball, rng, V, F, local_band)
+        ball, ball_sdf = _sound_ball_samples(name, n_ball, rng, V, F, local_band)
         sdf = np.concatenate([signed_distance(np.concatenate(near_queries), V, F, sign=sign, local_band=local_band,
                                               progress=progress), ball_sdf])
     else:
