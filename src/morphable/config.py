@@ -62,7 +62,11 @@ class DataConfig:
     def __post_init__(self) -> None:
         check_choice("data.protocol (--split)", self.protocol, PROTOCOLS)
         if self.unit is not None:
-            check_choice("data.unit (--unit)", self.unit, ("m", "cm", "mm"))
+            from morphable.io import UNIT_HELP, parse_unit
+
+            if parse_unit(self.unit) is None:
+                raise MorphableError(f"data.unit (--unit) must be {UNIT_HELP}; got {self.unit!r}")
+            self.unit = parse_unit(self.unit)
         if not 0.0 <= self.val_fraction < 1.0:
             raise MorphableError(f"data.val_fraction must be in [0, 1); got {self.val_fraction}")
 

@@ -31,7 +31,43 @@ import numpy as np
 from morphable.errors import input_error
 
 MESH_SUFFIXES = (".ply", ".obj")
-UNIT_TO_MM = {"m": 1000.0, "cm": 10.0, "mm": 1.0}
+NAMED_UNITS = {"m": 1000.0, "cm": 10.0, "mm": 1.0}
+UNIT_HELP = "m, cm, mm or a number of millimetres per unit (e.g. 250 when 1 unit = 25 cm)"
+
+
+def parse_unit(unit: Any) -> str | None:
+    """The canonical spelling of a length unit, or None when it is not one: ``m``, ``cm``, ``mm``, or a
+    finite positive number of millimetres per unit (``250``, ``"2.5e2"`` -> ``"250"``; a number is
+    written back in the shortest form that reads as the same float)."""
+    if isinstance(unit, str) and unit in NAMED_UNITS:
+        return unit
+    if isinstance(unit, bool) or not isinstance(unit, (str, int, float)):
+        return None
+    try:
+        value = float(unit)
+    except ValueError:
+        return None
+    if not (np.isfinite(value) and value > 0):
+        return None
+    return format(value, "g") if float(format(value, "g")) == value else repr(value)
+
+
+class _UnitsToMm(dict):
+    """``UNIT_TO_MM[unit]``: millimetres per ``unit`` for the named units and for any unit accepted by
+    :func:`parse_unit` (``UNIT_TO_MM["250"] == 250.0``); ``unit in UNIT_TO_MM`` says whether it is one.
+    Iterating lists the named units only."""
+
+    def __missing__(self, unit: Any) -> float:
+        canonical = parse_unit(unit)
+        if canonical is None:
+            raise KeyError(unit)
+        return NAMED_UNITS.get(canonical, float(canonical))
+
+    def __contains__(self, unit: object) -> bool:
+        return parse_unit(unit) is not None
+
+
+UNIT_TO_MM = _UnitsToMm(NAMED_UNITS)
 """Length units of data sets and the factor that turns a length in that unit into millimetres."""
 
 

@@ -128,15 +128,24 @@ def region_metrics(pred: tuple[np.ndarray, np.ndarray], gt: tuple[np.ndarray, np
 
 
 def read_ground_truth(gt_path: str | os.PathLike | None, region_vertices: int | None):
-    """The ground-truth mesh of ``--gt`` (or None) and its face-region mask ``(V,)`` (vertices
-    ``0..region_vertices-1``; None: the whole mesh), checked before any work is done."""
-    from morphable.io import read_mesh
+    """The ground-truth mesh of ``--gt`` (or None) and its face-region mask ``(V',)`` (vertices
+    ``0..region_vertices-1`` of the file; None: the whole mesh), checked before any work is done.
+
+    The mesh is repaired (:func:`morphable.mesh.repair.repair_and_warn`, one warning line when it has
+    defects): duplicate faces would weigh twice in the surface samples, degenerate ones and unreferenced
+    vertices are dropped (the mask follows the vertex map); orientation does not matter to the metrics."""
+    from morphable.io import Mesh, read_mesh
+    from morphable.mesh.repair import repair_and_warn
 
     if gt_path is None:
         return None, None
     gt = read_mesh(gt_path)
-    if region_vertices is None:
-        return gt, None
-    if not 0 < region_vertices <= len(gt.vertices):
+    if region_vertices is not None and not 0 < region_vertices <= len(gt.vertices):
         raise input_error(gt_path, f"--region-vertices {region_vertices} is not in 1..{len(gt.vertices)}")
-    return gt, np.arange(len(gt.vertices)) < region_vertices
+    repaired = repair_and_warn(str(gt_path), gt.vertices, gt.faces, "metrics use the repaired mesh", orient=False)
+    if len(repaired.faces) == 0:
+        raise input_error(gt_path, "the mesh has no face with a non-zero area")
+    mesh = Mesh(repaired.vertices, repaired.faces)
+    if region_vertices is None:
+        return mesh, None
+    return mesh, repaired.vertex_map < region_vertices

@@ -7,6 +7,9 @@ import argparse
 
 from morphable.commands.options import add_output_file
 
+UNIT_CHOICES = "m, cm, mm or millimetres per unit (e.g. 250 when 1 unit = 25 cm)"
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("data", help="make and inspect datasets")
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -33,12 +36,12 @@ def register(subparsers) -> None:
     _add_sequence_args(linear, subjects=12, expressions=None, frames=None)
     linear.add_argument("--vertices", type=int, help="keep the model's first N vertices (ICT-FaceKit outer skin: "
                                                      "11248; default: all)")
-    linear.add_argument("--unit", choices=("m", "cm", "mm"), help="override the model's unit (BFM .h5: mm)")
+    linear.add_argument("--unit", help=f"override the model's unit: {UNIT_CHOICES} (BFM .h5: mm)")
     linear.set_defaults(func=run_linear)
 
     info = sub.add_parser("info", help="validate every file of a dataset and print a summary")
     info.add_argument("path", help="dataset folder or .npy array")
-    info.add_argument("--unit", choices=("m", "cm", "mm"), help="unit when the dataset has no dataset.json")
+    info.add_argument("--unit", help=f"unit when the dataset has no dataset.json: {UNIT_CHOICES}")
     info.add_argument("--template", help="mesh with the faces of a .npy dataset")
     info.set_defaults(func=run_info)
 
@@ -50,7 +53,7 @@ def _add_scan_parsers(sub) -> None:
     sdf = sub.add_parser("sdf", help="pre-compute SDF training samples (surface, near-surface, ball) from meshes")
     sdf.add_argument("meshes", help="folder of .obj/.ply meshes (or one mesh)")
     sdf.add_argument("--out", required=True, help="dataset folder to create")
-    sdf.add_argument("--unit", choices=("m", "cm", "mm"), required=True, help="unit of the meshes")
+    sdf.add_argument("--unit", required=True, help=f"unit of the meshes: {UNIT_CHOICES}")
     sdf.add_argument("--region-vertices", type=int,
                      help="vertices 0..N-1 are the face region (ICT-FaceKit: 9409; 11248 = the whole outer skin); "
                           "default: all vertices")
@@ -59,6 +62,15 @@ def _add_scan_parsers(sub) -> None:
     sdf.add_argument("--n-ball", type=int, default=100_000, help="unit-ball samples per mesh (default 100000)")
     sdf.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sdf.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    scan = sdf.add_argument_group("real-scan preparation (before normalisation to the unit sphere)")
+    cut = scan.add_mutually_exclusive_group()
+    cut.add_argument("--cut-below", type=float, metavar="HEIGHT",
+                     help="drop what lies below HEIGHT (in the meshes' unit) along --up-axis: the torso")
+    cut.add_argument("--cut-plane", type=float, nargs=6, metavar=("X", "Y", "Z", "NX", "NY", "NZ"),
+                     help="keep what lies on the side of the plane through (X, Y, Z) that the normal points to")
+    scan.add_argument("--up-axis", choices=("x", "y", "z"), default="y", help="axis of --cut-below (default y)")
+    scan.add_argument("--largest-component", action="store_true",
+                      help="keep only the connected component with the most faces (drops loose debris)")
     sdf.set_defaults(func=run_data_sdf)
 
     depth = sub.add_parser("depth", help="single-view depth observation of a mesh as a point cloud (.ply)")
@@ -191,8 +203,13 @@ def run_data_sdf(args: argparse.Namespace) -> int:
     for name in ("n_surface", "n_near", "n_ball"):
         if getattr(args, name) < 1:
             raise MorphableError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.cut_below is not None:
+        normal = tuple(float(axis == args.up_axis) for axis in "xyz")
+        cut = (tuple(args.cut_below * n for n in normal), normal)
+    else:
+        cut = (tuple(args.cut_plane[:3]), tuple(args.cut_plane[3:])) if args.cut_plane else None
     out = make_sdf_dataset(args.meshes, args.out, args.unit, args.region_vertices, args.n_surface, args.n_near,
-                           args.n_ball, args.seed, args.overwrite)
+                           args.n_ball, args.seed, args.overwrite, cut=cut, largest_component=args.largest_component)
     print(f"{SdfDataset(out).describe()}  ->  {out}")
     return 0
 

@@ -19,7 +19,8 @@ def register(subparsers) -> None:
     parser.add_argument("--data", help="registered meshes (folder or (N, V, 3) .npy) or an SDF dataset "
                                         "('morphable data sdf'); not with --resume")
     parser.add_argument("--out", required=True, help="run folder to create")
-    parser.add_argument("--unit", choices=("m", "cm", "mm"), help="unit when a mesh dataset has no dataset.json")
+    parser.add_argument("--unit", help="unit when a mesh dataset has no dataset.json: m, cm, mm or millimetres "
+                                        "per unit (e.g. 250 when 1 unit = 25 cm)")
     parser.add_argument("--template", help="mesh with the faces of a .npy dataset")
     parser.add_argument("--split", dest="protocol", choices=("interpolation", "extrapolation", "identity"),
                         help="CoMA protocol of a mesh dataset (default interpolation)")

@@ -26,20 +26,22 @@ from typing import Sequence
 import numpy as np
 
 from morphable.errors import MorphableError, input_error
-from morphable.io import (MESH_SUFFIXES, check_output_folder, UNIT_TO_MM, Mesh, atomic_folder, atomic_path, cache_dir, read_mesh,
-                          write_json, write_ply)
+from morphable.io import (MESH_SUFFIXES, UNIT_HELP, check_output_folder, UNIT_TO_MM, Mesh, atomic_folder, atomic_path,
+                          cache_dir, parse_unit, read_mesh, write_json, write_ply)
 
 DATASET_FILE = "dataset.json"
 PROTOCOLS = ("interpolation", "extrapolation", "identity")
 
 
-def check_unit(unit: str | None, source: str | os.PathLike) -> str:
-    """Return ``unit`` if it is one of m, cm, mm; otherwise raise a one-line error naming ``source``."""
+def check_unit(unit: str | float | None, source: str | os.PathLike) -> str:
+    """Return the canonical spelling of ``unit`` (:func:`morphable.io.parse_unit`: m, cm, mm or millimetres
+    per unit); otherwise raise a one-line error naming ``source``."""
     if unit is None:
-        raise input_error(source, "unit unknown: give --unit m|cm|mm or a dataset.json with a 'unit' entry")
-    if unit not in UNIT_TO_MM:
-        raise input_error(source, f"unknown unit '{unit}' (expected one of m, cm, mm)")
-    return unit
+        raise input_error(source, f"unit unknown: give --unit ({UNIT_HELP}) or a dataset.json with a 'unit' entry")
+    canonical = parse_unit(unit)
+    if canonical is None:
+        raise input_error(source, f"unknown unit '{unit}' (expected {UNIT_HELP})")
+    return canonical
 
 
 @dataclass
@@ -216,7 +218,7 @@ def write_coma_layout(out_dir: str | os.PathLike, vertices: np.ndarray, faces: n
     so an interrupted call leaves nothing half-written. ``frames`` that are integers are written as ``%04d``.
     """
     out = Path(out_dir)
-    check_unit(unit, out)
+    unit = check_unit(unit, out)
     check_output_folder(out, overwrite)
     with atomic_folder(out) as tmp:
         items = range(len(vertices))

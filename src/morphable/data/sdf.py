@@ -21,6 +21,7 @@ Signed distances (exact magnitudes, signs robust to open scans) come from
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import zipfile
@@ -36,6 +37,7 @@ from morphable.errors import input_error
 from morphable.io import UNIT_TO_MM, atomic_folder, check_output_folder, atomic_path, read_json, write_json
 from morphable.mesh.distance import SignMethod, signed_distance
 from morphable.mesh.normals import vertex_normals
+from morphable.mesh.repair import RepairReport, repair_and_warn, repair_mesh
 from morphable.mesh.sampling import sample_surface
 from morphable.mesh.topology import EdgeReport, edge_report, face_region
 
@@ -90,13 +92,8 @@ class Similarity:
 # --------------------------------------------------------------------------- mesh checks
 
 
-def check_mesh(name: str, vertices: np.ndarray, faces: np.ndarray, region_mask: np.ndarray | None = None) -> EdgeReport:
-    """Validate a mesh for SDF sampling; raise a :class:`MorphableError` naming ``name`` on bad input.
-
-    Checks: ``vertices (V, 3)`` finite, ``faces (F, 3)`` in range and non-empty, total area > 0,
-    ``region_mask (V,)``, consistent orientation, and outward orientation (the signed volume of the
-    cones from the bounding-box centre to the faces must not be clearly negative).
-    """
+def _check_arrays(name: str, vertices: np.ndarray, faces: np.ndarray, region_mask: np.ndarray | None) -> None:
+    """``vertices (V, 3)`` finite, ``faces (F, 3)`` in range and non-empty, ``region_mask (V,)``."""
     if vertices.ndim != 2 or vertices.shape[1] != 3 or len(vertices) == 0:
         raise input_error(name, f"vertices must have shape (V, 3), got {vertices.shape}")
     if not np.isfinite(vertices).all():
@@ -107,19 +104,83 @@ def check_mesh(name: str, vertices: np.ndarray, faces: np.ndarray, region_mask: 
         raise input_error(name, f"face indices out of range 0..{len(vertices) - 1}")
     if region_mask is not None and region_mask.shape != (len(vertices),):
         raise input_error(name, f"region mask has shape {region_mask.shape}, expected ({len(vertices)},)")
+
+
+def _check_outward(name: str, vertices: np.ndarray, faces: np.ndarray) -> None:
+    """Total area > 0, and the signed volume of the cones from the bounding-box centre to the faces not
+    clearly negative (outward orientation)."""
     tri = vertices[faces]
     cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     if not np.linalg.norm(cross, axis=1).sum() > 0:
         raise input_error(name, "the mesh has zero surface area")
-    report = edge_report(faces, len(vertices))
-    if report.flipped_edges:
-        raise input_error(name, f"faces are not consistently oriented ({report.flipped_edges} edges are used twice "
-                                "in the same direction): the sign of the distance would be meaningless")
     centre = (vertices.min(axis=0) + vertices.max(axis=0)) / 2
     volume = float(np.einsum("ij,ij->i", tri[:, 0] - centre, cross).sum()) / 6
     if volume < -1e-3 * float(np.ptp(vertices, axis=0).max()) ** 3:
         raise input_error(name, "faces are oriented inwards (negative enclosed volume): flip them")
+
+
+def check_mesh(name: str, vertices: np.ndarray, faces: np.ndarray, region_mask: np.ndarray | None = None) -> EdgeReport:
+    """Validate a mesh strictly (no repair); raise a :class:`MorphableError` naming ``name`` on bad input.
+
+    Checks: ``vertices (V, 3)`` finite, ``faces (F, 3)`` in range and non-empty, total area > 0,
+    ``region_mask (V,)``, consistent orientation, and outward orientation (the signed volume of the
+    cones from the bounding-box centre to the faces must not be clearly negative).
+    :func:`prepare_mesh` is the lenient version for real scans.
+    """
+    _check_arrays(name, vertices, faces, region_mask)
+    _check_outward(name, vertices, faces)
+    report = edge_report(faces, len(vertices))
+    if report.flipped_edges:
+        raise input_error(name, f"faces are not consistently oriented ({report.flipped_edges} edges are used twice "
+                                "in the same direction): the sign of the distance would be meaningless")
     return report
+
+
+SIGN_USE = {
+    "pseudonormal": "exact pseudonormal signs",
+    "auto": "signs from winding numbers (local side near the surface)",
+    "winding": "signs from generalised winding numbers",
+    "untrusted": "the sign far from the surface cannot be trusted (large holes): ball samples only within the "
+                 "local band or outside the convex hull",
+}
+"""What the warning line says about inside / outside for each :meth:`RepairReport.sign` mode."""
+
+
+@dataclass(frozen=True)
+class PreparedMesh:
+    """A repaired mesh ready for SDF sampling: ``vertices (V', 3)``, ``faces (F', 3)``, ``region_mask (V',)``,
+    and the repair report."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    region_mask: np.ndarray
+    report: RepairReport
+
+    @property
+    def sign(self) -> str:
+        """The sign mode the repaired mesh supports (:meth:`RepairReport.sign`)."""
+        return self.report.sign()
+
+
+def prepare_mesh(name: str, vertices: np.ndarray, faces: np.ndarray, region_mask: np.ndarray,
+                 warn: bool = True) -> PreparedMesh:
+    """Check the arrays, repair the mesh (:func:`morphable.mesh.repair.repair_mesh`) and choose the sign
+    mode; with ``warn`` one line on stderr says what was found and done. A mesh whose orientation is
+    consistent as given but inward as a whole is still an error (it was not repaired, so it is taken as
+    meant: flip it); components that had to be re-oriented were turned outward."""
+    V = np.asarray(vertices, dtype=np.float64)
+    F = np.asarray(faces)
+    if F.size and not np.issubdtype(F.dtype, np.integer):
+        raise input_error(name, f"faces must be integers, got {F.dtype}")
+    F = F.astype(np.int64)
+    mask = np.asarray(region_mask)
+    _check_arrays(name, V, F, mask)
+    repaired = (repair_and_warn(name, V, F, lambda report: SIGN_USE[report.sign()]) if warn
+                else repair_mesh(V, F))
+    if len(repaired.faces) == 0:
+        raise input_error(name, "the mesh has zero surface area")
+    _check_outward(name, repaired.vertices, repaired.faces)
+    return PreparedMesh(repaired.vertices, repaired.faces, mask[repaired.vertex_map], repaired.report)
 
 
 # --------------------------------------------------------------------------- sampling
@@ -216,6 +277,30 @@ class SdfSamples:
         return None
 
 
+def _sound_ball_samples(name: str, n: int, rng: np.random.Generator, vertices: np.ndarray, faces: np.ndarray,
+                        local_band: float, max_rounds: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` ball points ``(n, 3)`` and their SDF ``(n,)`` where the sign of an open mesh with large holes is
+    still sound: within ``local_band`` of the surface (the side of the surface decides) or outside the convex
+    hull of the vertices (outside any closing of the holes: ``+|d|``). Drawn by rejection from
+    :func:`sample_ball`; the other points of the ball are never used."""
+    from scipy.spatial import ConvexHull
+
+    hull = ConvexHull(vertices, qhull_options="QJ").equations  # (K, 4): n . x + d <= 0 inside; joggled: flat too
+    points, values, have = [], [], 0
+    for _ in range(max_rounds):
+        draw = sample_ball(2 * n, rng)
+        d = signed_distance(draw, vertices, faces, sign="auto", local_band=local_band)
+        outside = (draw @ hull[:, :3].T + hull[:, 3] > 1e-9).any(axis=1)
+        keep = outside | (np.abs(d) <= local_band)
+        points.append(draw[keep])
+        values.append(np.where(outside, np.abs(d), d)[keep])
+        have += int(keep.sum())
+        if have >= n:
+            return np.concatenate(points)[:n], np.concatenate(values)[:n]
+    raise input_error(name, "too few unit-ball points with a trustworthy sign (the mesh fills its convex hull "
+                            "and its holes are large): close the holes or cut the mesh")
+
+
 def _split(n: int, face_fraction: float, has_face: bool, has_nonface: bool) -> tuple[int, int]:
     if not has_face:
         return 0, n
@@ -238,7 +323,8 @@ def precompute_sdf_samples(vertices: np.ndarray, faces: np.ndarray, region_mask:
 
     Args:
         vertices: ``(V, 3)`` already inside the unit ball (see :class:`Similarity`).
-        faces: ``(F, 3)`` consistently oriented (outward normals).
+        faces: ``(F, 3)``; defects are repaired first (:func:`prepare_mesh`, silently here) and with
+            ``sign="auto"`` the repair report picks the sign mode.
         region_mask: ``(V,)`` bool/int, nonzero for face-region vertices.
         n_surface, n_near, n_ball: surface samples, near samples per sigma level, ball samples.
         face_fraction: share of the face region in the surface and near counts.
@@ -251,10 +337,11 @@ def precompute_sdf_samples(vertices: np.ndarray, faces: np.ndarray, region_mask:
     Returns:
         :class:`SdfSamples` (float32).
     """
-    V = np.asarray(vertices, dtype=np.float64)
-    F = np.asarray(faces, dtype=np.int64)
-    mask = np.asarray(region_mask)
-    check_mesh(name, V, F, mask)
+    prepared = prepare_mesh(name, vertices, faces, region_mask, warn=False)
+    V, F, mask = prepared.vertices, prepared.faces, prepared.region_mask
+    sound_ball = sign == "auto" and prepared.sign == "untrusted"
+    if sign == "auto" and prepared.sign != "untrusted":
+        sign = prepared.sign
     if np.linalg.norm(V, axis=1).max() > 1.0:
         raise input_error(name, "vertices lie outside the unit ball: normalise the mesh first")
     rng = np.random.default_rng(seed)
@@ -274,9 +361,15 @@ def precompute_sdf_samples(vertices: np.ndarray, faces: np.ndarray, region_mask:
     near = {region: np.stack([surface(region, near_counts[region])[0] for _ in sigmas]) for region in regions}
     for region in regions:
         near[region] += rng.standard_normal(near[region].shape) * np.asarray(sigmas)[:, None, None]
-    ball = sample_ball(n_ball, rng)
-    queries = np.concatenate([near["face"].reshape(-1, 3), near["nonface"].reshape(-1, 3), ball])
-    sdf = signed_distance(queries, V, F, sign=sign, local_band=local_band, progress=progress)
+    near_queries = [near["face"].reshape(-1, 3), near["nonface"].reshape(-1, 3)]
+    if sound_ball:
+        ball, ball_sdf = _sound_ball_samples(name, n_ball, rng, V, F, local_band)
+        sdf = np.concatenate([signed_distance(np.concatenate(near_queries), V, F, sign=sign, local_band=local_band,
+                                              progress=progress), ball_sdf])
+    else:
+        ball = sample_ball(n_ball, rng)
+        sdf = signed_distance(np.concatenate([*near_queries, ball]), V, F, sign=sign, local_band=local_band,
+                              progress=progress)
     n_face_near = near["face"].shape[0] * near["face"].shape[1]
     n_nonface_near = near["nonface"].shape[0] * near["nonface"].shape[1]
     out["near_face_points"], out["near_face_sdf"] = near["face"], sdf[:n_face_near].reshape(near["face"].shape[:2])
@@ -358,14 +451,17 @@ def write_sdf_dataset(meshes: Sequence[tuple[str, np.ndarray, np.ndarray, np.nda
     """Pre-compute SDF samples for every mesh and write a dataset folder, all or nothing.
 
     Layout: ``<out_dir>/<name>.npz`` per shape (:meth:`SdfSamples.save`) and ``sdf_dataset.json`` with the
-    names, the source unit, each shape's :class:`Similarity` and the settings. Everything is written
+    names, the source unit, each shape's :class:`Similarity`, its repair report (:func:`prepare_mesh`: repaired
+    meshes are sampled; one warning line per defective mesh on stderr), its sign mode (``pseudonormal``, ``auto``,
+    ``winding``, or ``untrusted``: an open mesh with large holes, whose ball samples are only those with a sound
+    sign, see :func:`_sound_ball_samples`) and the settings. Everything is written
     into a temporary sibling folder that is renamed to ``out_dir`` at the end (:func:`morphable.io.atomic_folder`).
 
     Args:
         meshes: ``(name, vertices (V, 3), faces (F, 3), region_mask (V,))`` in source units; names are
             unique file stems.
         out_dir: the dataset folder (must not exist or be empty unless ``overwrite``).
-        unit: source unit, m, cm or mm.
+        unit: source unit: m, cm, mm or millimetres per unit (:func:`morphable.io.parse_unit`).
         normalisation: ``"shared"``: one similarity fitted to all meshes (keeps sizes, maps held-out
             data the same way); ``"per_shape"``: each mesh fills the sphere on its own.
         radius: bounding-sphere radius after normalisation.
@@ -390,16 +486,10 @@ def write_sdf_dataset(meshes: Sequence[tuple[str, np.ndarray, np.ndarray, np.nda
         dup = next(n for n in names if names.count(n) > 1)
         raise input_error(out_dir, f"duplicate shape name {dup!r}")
     check_output_folder(out_dir, overwrite)
-    prepared = []
-    for name, vertices, faces, mask in meshes:
-        V, F, M = np.asarray(vertices, dtype=np.float64), np.asarray(faces), np.asarray(mask)
-        if not np.issubdtype(F.dtype, np.integer):
-            raise input_error(name, f"faces must be integers, got {F.dtype}")
-        report = check_mesh(name, V, F.astype(np.int64), M)
-        prepared.append((name, V, F.astype(np.int64), M, report))
+    prepared = [(name, prepare_mesh(name, vertices, faces, mask)) for name, vertices, faces, mask in meshes]
     if normalisation not in ("shared", "per_shape"):
         raise ValueError(f"unknown normalisation {normalisation!r}")
-    shared = Similarity.fit([p[1] for p in prepared], radius) if normalisation == "shared" else None
+    shared = Similarity.fit([p.vertices for _, p in prepared], radius) if normalisation == "shared" else None
 
     with atomic_folder(out_dir) as tmp:
         shapes = []
@@ -408,7 +498,8 @@ def write_sdf_dataset(meshes: Sequence[tuple[str, np.ndarray, np.ndarray, np.nda
             from tqdm import tqdm
 
             items = tqdm(items, total=len(prepared), desc="SDF samples", unit="shape")
-        for i, (name, V, F, M, report) in items:
+        for i, (name, mesh) in items:
+            V, F, M, report = mesh.vertices, mesh.faces, mesh.region_mask, mesh.report
             sim = shared or Similarity.fit([V], radius)
             shape_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
             samples = precompute_sdf_samples(
@@ -416,7 +507,8 @@ def write_sdf_dataset(meshes: Sequence[tuple[str, np.ndarray, np.ndarray, np.nda
                 sigmas=sigmas, sign=sign, local_band=local_band, seed=shape_seed, progress=progress, name=name)
             samples.save(tmp / f"{name}.npz")
             shapes.append({"name": name, "file": f"{name}.npz", "similarity": sim.to_dict(), "n_vertices": len(V),
-                           "n_faces": len(F), "open_edges": report.n_open_edges})
+                           "n_faces": len(F), "open_edges": int(edge_report(F, len(V)).n_open_edges),
+                           "sign": mesh.sign if sign == "auto" else sign, "repair": dataclasses.asdict(report)})
         settings = {"normalisation": normalisation, "radius": radius, "n_surface": n_surface, "n_near": n_near,
                     "n_ball": n_ball, "face_fraction": face_fraction, "sigmas": list(map(float, sigmas)),
                     "sign": sign, "local_band": local_band, "seed": seed}

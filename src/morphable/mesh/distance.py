@@ -12,11 +12,15 @@ Signed distance (``sign="auto"``): the magnitude is the exact Euclidean distance
   ``w`` stays near 0.5 on the back side and is no guide, so within ``local_band`` of the scan, when
   the closest point is not on the open boundary, the local side of the scan (pseudonormal test) decides.
   Near-surface samples therefore always get the side of the scan they lie on.
+* non-manifold edges (a fin or flap glued to the surface, left by a real scan): the same, except that
+  points whose closest triangle has a non-manifold edge take the winding number at any distance. The
+  local side of a fin says nothing about the inside, while one triangle changes ``w`` by less than 0.5.
 
 Limits for open scans: the caps are only implicit (distance magnitudes are to the scan, not to the
 caps, so the field jumps from ``+d`` to ``-d`` across a cap); a flat open sheet encloses nothing, so
 beyond ``local_band`` behind it points are outside; hole-caps of very large openings (a face-only mask)
-are guesses; faces must be consistently oriented with outward normals.
+are guesses; faces must be consistently oriented with outward normals (:mod:`morphable.mesh.repair`
+re-orients inconsistent scans).
 
 libigl is imported lazily (:func:`igl_module`), so importing this module costs nothing.
 """
@@ -28,7 +32,7 @@ from typing import Literal
 import numpy as np
 
 from morphable.errors import MorphableError
-from morphable.mesh.topology import EdgeReport, edge_report
+from morphable.mesh.topology import EdgeReport, edge_report, nonmanifold_faces
 
 SignMethod = Literal["auto", "pseudonormal", "winding"]
 
@@ -121,6 +125,7 @@ def signed_distance(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
     report = edge_report(F, len(V)) if sign == "auto" else None
     local_side = report is not None and not report.closed
     edge_flags = _irregular_face_edges(F, report) if local_side else None
+    fin_faces = nonmanifold_faces(F) if local_side and report.n_nonmanifold_edges else np.zeros(len(F), dtype=bool)
     starts = range(0, len(P), chunk_size)
     if progress and len(starts) > 1:
         from tqdm import tqdm
@@ -139,7 +144,7 @@ def signed_distance(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
             use_winding = np.abs(dist) > local_band
             near = np.nonzero(~use_winding)[0]
             use_winding[near] = _on_irregular_feature(closest[near], tri[near], V, F, edge_flags,
-                                                      report.irregular_vertices)
+                                                      report.irregular_vertices) | fin_faces[tri[near]]
             which = np.nonzero(use_winding)[0]
             if len(which):
                 inside = winding_number(chunk[which], V, F) >= 0.5

@@ -70,6 +70,13 @@ def edge_report(faces: np.ndarray, n_vertices: int) -> EdgeReport:
                       irregular_edges, irregular_vertices)
 
 
+def nonmanifold_faces(faces: np.ndarray) -> np.ndarray:
+    """``(F,)`` bool: the face has an edge shared by three or more faces."""
+    key, _ = _edge_keys(faces)
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    return (counts[inverse] > 2).reshape(3, -1).any(axis=0)
+
+
 def boundary_mask(faces: np.ndarray) -> np.ndarray:
     """``(3F,)`` bool: which rows of :func:`half_edges` lie on an open boundary (one face only)."""
     key, _ = _edge_keys(faces)
