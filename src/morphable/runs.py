@@ -40,6 +40,7 @@ LOG_FILE = "log.csv"
 LAST_CHECKPOINT = "last.safetensors"
 REPORT_FILE = "report.md"
 TEMPORARY = ".*.tmp"
+HOW_TRAINED = ("train.device", "train.tensorboard")  # config entries that change how a run trains, not what it learns
 
 
 def git_commit() -> str:
@@ -113,13 +114,11 @@ class Run:
         self.config = config
 
     @classmethod
-    def create(cls, path: str | os.PathLike, config: dict, overwrite: bool = False,
-               ignore: tuple[str, ...] = ("train.device", "train.tensorboard")) -> "Run":
+    def create(cls, path: str | os.PathLike, config: dict, overwrite: bool = False) -> "Run":
         """Make the folder and write ``config.json``; refuses a non-empty folder unless ``overwrite``, which
         replaces an existing run folder (and refuses any other non-empty folder). An unfinished run folder
         (:func:`is_unfinished`) is replaced without ``overwrite`` when its config equals ``config`` (the
-        provenance and ``ignore``d entries aside, ``train.device`` by default); a different config is
-        refused naming the fields.
+        provenance and :data:`HOW_TRAINED` aside); a different config is refused naming the fields.
 
         Under torchrun only rank 0 creates and writes the folder; the other ranks get the same ``Run``
         without touching the disk."""
@@ -129,7 +128,7 @@ class Run:
         if path.is_dir() and not overwrite and is_unfinished(path):
             if (path / CONFIG_FILE).exists():
                 old = {k: v for k, v in read_json(path / CONFIG_FILE).items() if k != "provenance"}
-                differ = [name for name in config_differences(old, config) if name not in ignore]
+                differ = [name for name in config_differences(old, config) if name not in HOW_TRAINED]
                 if differ:
                     raise input_error(path, f"holds an unfinished run with another config ({', '.join(differ)} "
                                             "differ); use --overwrite to replace it")

@@ -75,9 +75,6 @@ def _given(args: argparse.Namespace, names) -> list[str]:
     return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is not None]
 
 
-RESUME_FREE = ("train.device", "train.tensorboard")  # how a run is trained, not what it learns
-
-
 def check_resume(args: argparse.Namespace, run) -> None:
     """Compare the command line with the run's ``config.json``: equal, or only a larger ``--epochs`` (then
     written to ``config.json``: the run is extended); any other difference is refused naming the fields.
@@ -86,13 +83,13 @@ def check_resume(args: argparse.Namespace, run) -> None:
 
     from morphable.errors import MorphableError
     from morphable.io import write_json
-    from morphable.runs import CONFIG_FILE, config_differences
+    from morphable.runs import CONFIG_FILE, HOW_TRAINED, config_differences
 
     stored = {k: v for k, v in run.config.items() if k != "provenance"}
     given = config_from_args(args, stored["data"]).to_dict()
     if given["data"]["path"] and os.path.abspath(given["data"]["path"]) == os.path.abspath(stored["data"]["path"]):
         given["data"]["path"] = stored["data"]["path"]
-    differ = [name for name in config_differences(stored, given) if name not in RESUME_FREE]
+    differ = [name for name in config_differences(stored, given) if name not in HOW_TRAINED]
     if differ == ["train.epochs"] and given["train"]["epochs"] > stored["train"]["epochs"]:
         write_json(run.path / CONFIG_FILE, {**run.config, "train": {**run.config["train"],
                                                                      "epochs": given["train"]["epochs"]}})
