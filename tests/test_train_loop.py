@@ -16,7 +16,7 @@ from morphable.errors import MorphableError
 from morphable.config import TrainConfig
 from morphable.train import (LoopConfig, SchedulerSpec, Selection, fit, flatten_state, load_checkpoint,
                              make_optimizer, save_checkpoint, step_decay, unflatten_state)
-from morphable.train.loop import append_log, batch_length, epoch_seed
+from morphable.train.loop import append_log, batch_length, epoch_seed, truncate_log
 
 
 class RegressionMethod:
@@ -251,6 +251,55 @@ def test_log_gains_columns_without_shifting_old_rows(tmp_path):
     lines = path.read_text().splitlines()
     assert lines == ["epoch,train_loss,train_r1,val_loss,lr_g,lr_d,stage,seconds",
                      "1,1.0,,,0.1,,0,0.5", "2,0.5,3.0,0.7,0.1,0.2,1,0.5", "3,0.25,,,0.1,,1,0.5"]
+
+
+def test_truncate_log_keeps_the_first_epochs_and_their_columns(tmp_path):
+    path = tmp_path / "log.csv"
+    for epoch in (1, 2, 3):
+        append_log(path, {"epoch": epoch, "train_loss": 1.0 / epoch, **({"train_r1": 2.0} if epoch == 3 else {}),
+                          "seconds": 0.5})
+    truncate_log(path, 2)
+    assert path.read_text().splitlines() == ["epoch,train_loss,train_r1,seconds", "1,1.0,,0.5", "2,0.5,,0.5"]
+    truncate_log(path, 0)
+    assert not path.exists()
+    truncate_log(path, 0)  # no file: nothing to do
+
+
+def test_resume_drops_the_log_rows_after_the_checkpoint(tmp_path):
+    """A run killed after epoch 3's row but before its checkpoint (rows are written first) logs epoch 3 once."""
+    full, part = tmp_path / "full", tmp_path / "part"
+    full.mkdir(), part.mkdir()
+    fit(RegressionMethod(), _data(), None, LoopConfig(epochs=4, batch_size=8, progress=False), full,
+        torch.device("cpu"))
+    fit(RegressionMethod(), _data(), None, LoopConfig(epochs=2, batch_size=8, progress=False), part,
+        torch.device("cpu"))
+    rows = (full / "log.csv").read_text().splitlines()
+    (part / "log.csv").write_text("\n".join(rows[:4]) + "\n")  # epoch 3's row, from the killed process
+    fit(RegressionMethod(), _data(), None, LoopConfig(epochs=4, batch_size=8, progress=False), part,
+        torch.device("cpu"), resume=True)
+    strip = lambda lines: [line.rsplit(",", 1)[0] for line in lines]  # noqa: E731  (seconds aside)
+    assert strip((part / "log.csv").read_text().splitlines()) == strip(rows)
+
+
+def test_tensorboard_events_of_a_resumed_run_are_purged_after_the_checkpoint(tmp_path):
+    pytest.importorskip("tensorboard", reason="the tensorboard package cannot be installed here")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    config = lambda epochs: LoopConfig(epochs=epochs, batch_size=8, progress=False, tensorboard=True)  # noqa: E731
+    fit(RegressionMethod(), _data(), None, config(3), tmp_path, torch.device("cpu"))
+    append_log(tmp_path / "log.csv", {"epoch": 4, "train_loss": 9.0})  # a killed epoch 4, logged and not saved
+    writer = SummaryWriter(str(tmp_path / "tensorboard"))
+    writer.add_scalar("train_loss", 9.0, 4)
+    writer.close()
+    fit(RegressionMethod(), _data(), None, config(5), tmp_path, torch.device("cpu"), resume=True)
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    logged = [float(line.split(",")[1]) for line in (tmp_path / "log.csv").read_text().splitlines()[1:]]
+    events = acc.Scalars("train_loss")
+    assert [e.step for e in events] == [1, 2, 3, 4, 5] and 9.0 not in logged
+    assert [e.value for e in events] == pytest.approx(logged, rel=1e-6)
+    assert sorted(acc.Tags()["scalars"]) == ["lr_net", "stage", "train_loss"]
 
 
 def test_epoch_seeds_differ_by_seed_epoch_and_rank():

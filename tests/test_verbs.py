@@ -163,7 +163,7 @@ def test_train_refuses_what_it_would_ignore_and_writes_nothing(tiny_faces, tmp_p
     one_line_error(capsys, ["train", "coma", "--out", out], "--data is required")
 
 
-def test_overwrite_replaces_a_run_and_resume_takes_no_overrides(tiny_faces, tmp_path, capsys):
+def test_overwrite_replaces_a_run_and_resume_takes_the_same_options(tiny_faces, tmp_path, capsys):
     import csv
 
     out = tmp_path / "run"
@@ -175,11 +175,12 @@ def test_overwrite_replaces_a_run_and_resume_takes_no_overrides(tiny_faces, tmp_
     with open(out / "log.csv") as f:
         assert [row["epoch"] for row in csv.DictReader(f)] == ["1"]  # the old rows are gone, not appended to
     assert not (out / "stale.txt").exists()
-    one_line_error(capsys, ["train", "spiralnet++", "--out", str(out), "--resume", "--epochs", "3"],
-                   "--resume continues with the run's own config.json", "--epochs")
+    one_line_error(capsys, ["train", "spiralnet++", "--out", str(out), "--resume", "--epochs", "1"],
+                   "differs from its config.json in model.latent (run 4, command line", "train.batch_size")
     one_line_error(capsys, ["train", "coma", "--out", str(out), "--resume"], "'spiralnet++' run, not 'coma'")
     before = read_json(out / "metrics.json")
-    assert main(["train", "spiralnet++", "--out", str(out), "--resume", "--quiet", "--device", "cpu"]) == 0
+    assert main(["train", "spiralnet++", "--out", str(out), "--latent", "4", "--batch-size", "8", "--epochs", "1",
+                 "--resume", "--quiet", "--device", "cpu"]) == 0
     assert read_json(out / "metrics.json")["mean_mm"] == before["mean_mm"]  # finished: resuming trains nothing
     not_a_run = tmp_path / "notes"
     not_a_run.mkdir()

@@ -75,7 +75,8 @@ class DataConfig:
 class TrainConfig:
     """Optimisation settings shared by all trainable methods (``morphable.train.optim``): ``optimizer`` adam,
     adamw or sgd (with ``momentum``); the learning rate is multiplied by ``lr_decay`` every epoch (mesh
-    autoencoders) or every ``ImplicitConfig.decay_interval`` epochs (implicit models)."""
+    autoencoders) or every ``ImplicitConfig.decay_interval`` epochs (implicit models); ``tensorboard`` also
+    writes the ``log.csv`` scalars to ``RUN/tensorboard/``."""
 
     epochs: int = 300
     batch_size: int = 16
@@ -85,6 +86,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9
     device: str = "auto"
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         check_choice("train.optimizer", self.optimizer, OPTIMIZERS)

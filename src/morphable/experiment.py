@@ -33,9 +33,7 @@ from typing import Any
 
 from morphable.config import ExperimentConfig, config_from_dict
 from morphable.errors import MorphableError
-from morphable.runs import LOG_FILE, Run, process_rank
-
-REPORT_FILE = "report.md"
+from morphable.runs import LAST_CHECKPOINT, LOG_FILE, REPORT_FILE, Run, process_rank, remove_temporaries
 
 
 def family_hooks(config: ExperimentConfig) -> ModuleType:
@@ -56,22 +54,34 @@ def open_run(path: str | Path) -> tuple[Run, ExperimentConfig]:
 
 
 def train(config: ExperimentConfig | None, out: str | Path, overwrite: bool = False, resume: bool = False,
-          progress: bool = True, device: str | None = None) -> dict[str, Any]:
+          progress: bool = True, device: str | None = None, tensorboard: bool | None = None) -> dict[str, Any]:
     """Train ``config`` into the run folder ``out`` and evaluate it; returns the metrics (``{}`` on ranks > 0).
 
     ``resume`` continues the run in ``out`` from its last checkpoint with the run's own ``config.json``
-    (``config`` is then not used and may be None), on ``device`` when given.
+    (``config`` is then not used and may be None), on ``device`` and with ``tensorboard`` when given. The
+    temporaries a killed writer left are removed first; a run killed before its first checkpoint (or a
+    closed-form fit, which has none) starts over in a fresh folder. A run whose training was complete
+    (killed while it was evaluated) is evaluated again.
     """
     if resume:
         run, config = open_run(out)
         if device is not None:
             config.train.device = device
+        if tensorboard is not None:
+            config.train.tensorboard = tensorboard
+        if process_rank() == 0:
+            remove_temporaries(run.path)
+        resume = (run.path / LAST_CHECKPOINT).exists()
+        overwrite = True  # when nothing can be resumed, the folder holds nothing worth keeping
     hooks = family_hooks(config)
     data = hooks.prepare_data(config)
     if config.spec.training == "loop":  # a wrong device is one line before anything is written
         from morphable.train import select_device
+        from morphable.train.loop import summary_writer_class
 
         select_device(config.train.device)
+        if config.train.tensorboard:
+            summary_writer_class()
     if not resume:
         run = Run.create(out, config.to_dict(), overwrite=overwrite)
     start = time.perf_counter()

@@ -5,11 +5,17 @@ A run folder holds::
     config.json        the ExperimentConfig plus package version, git commit, command line, time
     metrics.json       {"mean_mm", "std_mm", "median_mm", ..., "splits": {...}}
     model.safetensors  weights (never pickle)
+    last.safetensors   everything a resume needs (trained models only)
     log.csv            one row per training epoch (losses, learning rates, seconds)
+    report.md          written last: the run is complete
     plots/             PNGs for people (error curves, heat maps)
     meshes/            PLY meshes coloured by error
 
-All files are written atomically (temp file + rename).
+All files are written atomically (a temporary ``.NAME.*.tmp`` beside the file, then a rename), so a process
+killed at any moment leaves every file whole or absent, plus at most some temporaries, which
+:func:`remove_temporaries` clears. A folder with no resumable checkpoint and no report (killed before its
+first checkpoint, or a closed-form fit killed before its report) is *unfinished*: it holds nothing worth
+keeping, and :meth:`Run.create` replaces it when the config is the same.
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 WEIGHTS_FILE = "model.safetensors"
 LOG_FILE = "log.csv"
+LAST_CHECKPOINT = "last.safetensors"
+REPORT_FILE = "report.md"
+TEMPORARY = ".*.tmp"
+HOW_TRAINED = ("train.device", "train.tensorboard")  # config entries that change how a run trains, not what it learns
 
 
 def git_commit() -> str:
@@ -54,6 +64,43 @@ def provenance() -> dict[str, str]:
     }
 
 
+def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the entries in which the nested dicts ``a`` and ``b`` differ (``train.epochs``)."""
+    names = []
+    for key in sorted(set(a) | set(b), key=str):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            names += config_differences(x, y, f"{prefix}{key}.")
+        elif x != y:
+            names.append(f"{prefix}{key}")
+    return names
+
+
+def remove_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries (``.NAME.*.tmp`` files and folders) left anywhere in ``path`` by a killed
+    writer; returns what was removed."""
+    found = sorted(Path(path).rglob(TEMPORARY), key=lambda p: len(p.parts))  # outer first
+    removed = []
+    for p in found:
+        if not (p.exists() or p.is_symlink()):  # inside a temporary folder removed before
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+        removed.append(p)
+    return removed
+
+
+def is_unfinished(path: str | os.PathLike) -> bool:
+    """Whether the folder holds nothing a user may want: no resumable checkpoint and no report (see the
+    module docstring); a folder holding only temporaries counts too."""
+    path = Path(path)
+    if (path / LAST_CHECKPOINT).exists() or (path / REPORT_FILE).exists():
+        return False
+    return (path / CONFIG_FILE).exists() or all(p.match(TEMPORARY) for p in path.iterdir())
+
+
 def process_rank() -> int:
     """Rank of this process under torchrun (``RANK``); 0 when it was not launched by torchrun."""
     return int(os.environ.get("RANK", "0"))
@@ -69,16 +116,26 @@ class Run:
     @classmethod
     def create(cls, path: str | os.PathLike, config: dict, overwrite: bool = False) -> "Run":
         """Make the folder and write ``config.json``; refuses a non-empty folder unless ``overwrite``, which
-        replaces an existing run folder (and refuses any other non-empty folder).
+        replaces an existing run folder (and refuses any other non-empty folder). An unfinished run folder
+        (:func:`is_unfinished`) is replaced without ``overwrite`` when its config equals ``config`` (the
+        provenance and :data:`HOW_TRAINED` aside); a different config is refused naming the fields.
 
         Under torchrun only rank 0 creates and writes the folder; the other ranks get the same ``Run``
         without touching the disk."""
         path = Path(path)
         if process_rank() != 0:
             return cls(path, config)
+        if path.is_dir() and not overwrite and is_unfinished(path):
+            if (path / CONFIG_FILE).exists():
+                old = {k: v for k, v in read_json(path / CONFIG_FILE).items() if k != "provenance"}
+                differ = [name for name in config_differences(old, config) if name not in HOW_TRAINED]
+                if differ:
+                    raise input_error(path, f"holds an unfinished run with another config ({', '.join(differ)} "
+                                            "differ); use --overwrite to replace it")
+            overwrite = True
         check_output_folder(path, overwrite, "use --overwrite or --resume")
         if path.is_dir() and any(path.iterdir()):  # --overwrite: the old run goes, nothing of it is mixed in
-            if not (path / CONFIG_FILE).exists():
+            if not (path / CONFIG_FILE).exists() and not is_unfinished(path):
                 raise input_error(path, f"exists, is not empty and is not a run folder (no {CONFIG_FILE}); "
                                         "--overwrite replaces run folders only")
             shutil.rmtree(path)

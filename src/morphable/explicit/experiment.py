@@ -86,7 +86,7 @@ def _fit_network(config: ExperimentConfig, run: Run, dataset: RegisteredDataset,
     train_data = torch.as_tensor(normaliser.apply(train), dtype=torch.float32)
     val_data = torch.as_tensor(normaliser.apply(dataset.vertices[split.val]), dtype=torch.float32)
     loop = LoopConfig(epochs=config.train.epochs, batch_size=config.train.batch_size, seed=config.seed,
-                      progress=progress)
+                      progress=progress, tensorboard=config.train.tensorboard)
     summary = fit_loop(method, train_data, val_data if len(val_data) else None, loop, run.path, device,
                        resume=resume, dist_info=dist_info,
                        metadata={"method": config.method, "n_vertices": str(dataset.n_vertices)})

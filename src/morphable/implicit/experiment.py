@@ -100,7 +100,7 @@ def fit(config: ExperimentConfig, run: Run, data: ImplicitData, resume: bool = F
     if progress and dist_info.is_main:
         print(f"{config.method}: {dataset.describe()}", flush=True)
     loop = LoopConfig(epochs=config.train.epochs, batch_size=min(config.train.batch_size, len(dataset)),
-                      seed=config.seed, progress=progress)
+                      seed=config.seed, progress=progress, tensorboard=config.train.tensorboard)
     summary = fit_loop(method, dataset, data.validation, loop, run.path, device, resume=resume,
                        dist_info=dist_info, metadata={"method": config.method, "n_codes": str(len(dataset))})
     return {**summary, "parameters": parameter_count(method), "device": str(device)}

@@ -20,10 +20,9 @@ import torch
 
 from morphable.errors import input_error
 from morphable.io import atomic_path
+from morphable.runs import LAST_CHECKPOINT
 from morphable.runs import WEIGHTS_FILE as BEST_CHECKPOINT  # the selected epoch's checkpoint is the run's weights
 from morphable.train.protocol import TrainableMethod
-
-LAST_CHECKPOINT = "last.safetensors"
 
 
 def flatten_state(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:

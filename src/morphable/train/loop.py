@@ -8,11 +8,17 @@ Per epoch ``e`` (0-based) the loop
    with ``(seed, e)``; data with ``set_epoch`` is told the epoch first), stepping the per-step schedulers
    after each;
 3. runs ``validation_step`` on the validation data, if any;
-4. steps the per-epoch schedulers and, on rank 0, writes ``last.safetensors`` (everything for a resume),
-   ``model.safetensors`` (the checkpoint of the epoch that ``method.selection`` picks) and a row of
-   ``log.csv``: ``epoch``, ``train_<loss>``, ``val_<loss>``, ``lr_<optimiser>`` (after the epoch's
-   scheduler steps), ``stage`` and ``seconds``. A column that first appears in a later epoch (a new
+4. steps the per-epoch schedulers and, on rank 0, writes a row of ``log.csv``: ``epoch``,
+   ``train_<loss>``, ``val_<loss>``, ``lr_<optimiser>`` (after the epoch's scheduler steps), ``stage`` and
+   ``seconds`` (the same scalars, ``seconds`` aside, go to ``tensorboard/`` when ``config.tensorboard``),
+   then ``model.safetensors`` (the checkpoint of the epoch that ``method.selection`` picks) and
+   ``last.safetensors`` (everything for a resume). A column that first appears in a later epoch (a new
    stage's loss) is added to the file, empty in earlier rows.
+
+Killed at any moment: every file is written atomically (``log.csv`` too: the whole file, renamed into
+place), and the row is written before the checkpoints, so ``log.csv`` holds at least the rows of
+``last.safetensors``' epochs; a resume drops the rows after the checkpoint's epoch (and TensorBoard
+purges its events after it), so the resumed run logs every epoch once.
 
 Determinism: data order, per-epoch random draws and the global step count are functions of the seed and
 the epoch, and a checkpoint restores weights, optimiser and scheduler states, the method's extra state
@@ -49,17 +55,19 @@ from morphable.train.distributed import Distributed, all_reduce_sum
 from morphable.train.protocol import Selection, TrainableMethod
 
 COLUMN_GROUPS = ("epoch", "train_", "val_", "lr_", "stage", "seconds")
+TENSORBOARD_FOLDER = "tensorboard"
 
 
 @dataclass
 class LoopConfig:
     """``epochs`` in total (a resume continues up to it), ``batch_size`` per process, the ``seed`` of data
-    order and random draws, and whether to show ``progress``."""
+    order and random draws, whether to show ``progress`` and to write ``tensorboard`` events."""
 
     epochs: int
     batch_size: int
     seed: int = 0
     progress: bool = True
+    tensorboard: bool = False
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -174,6 +182,21 @@ def _selection_value(selection: Selection, train: dict[str, float], val: dict[st
     return source[selection.key]
 
 
+def summary_writer_class() -> type:
+    """torch's TensorBoard ``SummaryWriter``; one line naming the extra when the package is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise MorphableError("--tensorboard needs the tensorboard package: pip install 'morphable[tensorboard]'") from None
+    return SummaryWriter
+
+
+def _tensorboard(run_dir: Path, start_epoch: int):
+    """A TensorBoard writer of ``run_dir / "tensorboard"`` whose events after ``start_epoch`` (a killed
+    run's epochs that are trained again) are purged."""
+    return summary_writer_class()(str(run_dir / TENSORBOARD_FOLDER), purge_step=start_epoch + 1 if start_epoch else None)
+
+
 def fit(method: TrainableMethod, train_data, val_data, config: LoopConfig, run_dir: Path,
         device: torch.device, resume: bool = False, dist_info: Distributed | None = None,
         metadata: dict[str, str] | None = None) -> dict[str, Any]:
@@ -195,6 +218,11 @@ def fit(method: TrainableMethod, train_data, val_data, config: LoopConfig, run_d
         if not last.exists():
             raise input_error(run_dir, f"nothing to resume (no {LAST_CHECKPOINT})")
         start_epoch, state = load_checkpoint(last, method, device)
+    writer = None
+    if dist_info.is_main:
+        truncate_log(run_dir / LOG_FILE, start_epoch)
+        if config.tensorboard:
+            writer = _tensorboard(run_dir, start_epoch)
     started = time.perf_counter()
     cuda = [device] if device.type == "cuda" else []
     source = "val" if val_data is not None and len(val_data) else "train"
@@ -227,18 +255,24 @@ def fit(method: TrainableMethod, train_data, val_data, config: LoopConfig, run_d
         value = _selection_value(selection, train_losses, val_losses)
         if not dist_info.is_main:
             continue
+        seconds = time.perf_counter() - epoch_start
+        scalars = {**{f"train_{k}": v for k, v in train_losses.items()},
+                   **{f"val_{k}": v for k, v in val_losses.items()}, **_learning_rates(method), "stage": method.stage}
+        append_log(run_dir / LOG_FILE, {"epoch": epoch + 1, **scalars, "seconds": round(seconds, 3)})
+        if writer is not None:
+            for name, v in scalars.items():
+                writer.add_scalar(name, v, epoch + 1)
+            writer.flush()
         if _improves(selection, value, state["best"]["value"]):
             state["best"] = {"epoch": epoch + 1, "value": value}
             save_checkpoint(run_dir / BEST_CHECKPOINT, method, epoch + 1, state, metadata)
         save_checkpoint(run_dir / LAST_CHECKPOINT, method, epoch + 1, state, metadata)
-        seconds = time.perf_counter() - epoch_start
-        append_log(run_dir / LOG_FILE, {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_losses.items()},
-                                        **{f"val_{k}": v for k, v in val_losses.items()}, **_learning_rates(method),
-                                        "stage": method.stage, "seconds": round(seconds, 3)})
         if config.progress:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in {**train_losses,
                               **{f"val_{k}": v for k, v in val_losses.items()}}.items())
             print(f"epoch {epoch + 1}/{config.epochs}: {shown} ({seconds:.1f} s)", flush=True)
+    if writer is not None:
+        writer.close()
     if dist_info.enabled:
         import torch.distributed as dist
 
@@ -251,23 +285,37 @@ def _column_rank(name: str) -> int:
     return next((i for i, group in enumerate(COLUMN_GROUPS) if name.startswith(group)), len(COLUMN_GROUPS))
 
 
-def append_log(path: Path, row: dict[str, Any]) -> None:
-    """Append ``row`` to the CSV ``path``. Columns are kept in the order epoch, train_*, val_*, lr_*,
-    stage, seconds; a row with a new column rewrites the file (atomically) with that column added."""
-    rows: list[dict[str, Any]] = []
-    header: list[str] = []
-    if path.exists():
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-            header = list(reader.fieldnames or [])
-    new = [k for k in row if k not in header]
-    if header and not new:
-        with open(path, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=header, restval="").writerow(row)
-        return
-    header = sorted(header + new, key=_column_rank)  # stable: first-seen order within a group
+def _read_log(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    if not path.exists():
+        return [], []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
+
+
+def _write_log(path: Path, header: list[str], rows: list[dict[str, Any]]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=header, restval="")
         writer.writeheader()
-        writer.writerows([*rows, row])
+        writer.writerows(rows)
+
+
+def append_log(path: Path, row: dict[str, Any]) -> None:
+    """Append ``row`` to the CSV ``path`` (the file is rewritten atomically). Columns are kept in the order
+    epoch, train_*, val_*, lr_*, stage, seconds; a row with a new column adds it, empty in earlier rows."""
+    header, rows = _read_log(path)
+    new = [k for k in row if k not in header]
+    header = sorted(header + new, key=_column_rank)  # stable: first-seen order within a group
+    _write_log(path, header, [*rows, row])
+
+
+def truncate_log(path: Path, epochs: int) -> None:
+    """Keep the rows of the first ``epochs`` epochs of the CSV ``path`` (its columns unchanged); with none
+    left the file goes."""
+    header, rows = _read_log(path)
+    kept = [row for row in rows if int(row["epoch"]) <= epochs]
+    if not kept:
+        path.unlink(missing_ok=True)
+    elif len(kept) < len(rows):
+        _write_log(path, header, kept)
