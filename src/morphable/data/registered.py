@@ -27,7 +27,7 @@ import numpy as np
 
 from morphable.errors import MorphableError, input_error
 from morphable.io import (MESH_SUFFIXES, check_output_folder, UNIT_TO_MM, Mesh, atomic_folder, atomic_path, cache_dir, read_mesh,
-                          write_json, write_ply)
+                          read_npy, write_json, write_ply)
 
 DATASET_FILE = "dataset.json"
 PROTOCOLS = ("interpolation", "extrapolation", "identity")
@@ -182,10 +182,9 @@ def _check_same_topology(path: Path, mesh: Mesh, first: Mesh, first_name: str) -
 def _load_npy(path: Path, unit: str | None, template: str | os.PathLike | None) -> RegisteredDataset:
     info = _read_dataset_info(path.parent)
     unit = check_unit(unit or info.get("unit"), path)
-    try:
-        vertices = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise input_error(path, f"not a readable .npy array ({exc})") from None
+    vertices = read_npy(path)
+    if vertices.dtype.kind != "f":
+        raise input_error(path, f"expected floating-point vertices, got dtype {vertices.dtype}")
     if vertices.ndim != 3 or vertices.shape[2] != 3 or len(vertices) == 0:
         raise input_error(path, f"expected an (N, V, 3) array with N > 0, got shape {vertices.shape}")
     if not np.isfinite(vertices).all():
