@@ -17,7 +17,6 @@ modification times, so the cache is invalidated when any file changes.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +25,8 @@ from typing import Sequence
 import numpy as np
 
 from morphable.errors import MorphableError, input_error
-from morphable.io import (MESH_SUFFIXES, check_output_folder, UNIT_TO_MM, Mesh, atomic_folder, atomic_path, cache_dir, read_mesh,
-                          read_npy, write_json, write_ply)
+from morphable.io import (MESH_SUFFIXES, check_output_folder, UNIT_TO_MM, Mesh, atomic_folder, atomic_path, cache_dir,
+                          read_json, read_mesh, read_npy, write_json, write_ply)
 
 DATASET_FILE = "dataset.json"
 PROTOCOLS = ("interpolation", "extrapolation", "identity")
@@ -123,10 +122,7 @@ def _read_dataset_info(root: Path) -> dict:
     file = root / DATASET_FILE
     if not file.exists():
         return {}
-    try:
-        info = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise input_error(file, f"not valid JSON ({exc})") from None
+    info = read_json(file)
     if not isinstance(info, dict):
         raise input_error(file, "expected a JSON object")
     return info
