@@ -300,7 +300,8 @@ def npz_mutation(rng: random.Random, data: bytes) -> tuple[str, bytes]:
     if kind == "lying_header":
         return kind, _lying_npz(arrays, key, rng)
     if kind == "dtype":
-        arrays[key] = a.astype(rng.choice((np.int32, np.bool_, np.complex64, np.uint8, "U4")))
+        dtype = np.dtype(rng.choice((np.int32, np.bool_, np.complex64, np.uint8, "U4")))
+        arrays[key] = a.astype(dtype) if a.dtype.kind in "biuf" else np.zeros(a.shape, dtype)
     elif kind == "nan" and a.dtype.kind == "f" and a.size:
         flat = a.copy().reshape(-1)
         flat[rng.randrange(flat.size)] = rng.choice((np.nan, np.inf, -np.inf))
@@ -646,7 +647,11 @@ def main(argv: list[str] | None = None) -> int:
         warm_up(Path(work) / "seeds")
         jobs = [(r, i, args.seed) for i in range(args.cases) for r in readers]
         with mp.get_context("fork").Pool(args.workers, _init_worker, (work,)) as pool:
-            records = list(pool.imap_unordered(run_case, jobs, chunksize=4))
+            records = []
+            for record in pool.imap_unordered(run_case, jobs, chunksize=4):
+                records.append(record)
+                if len(records) % 500 == 0:
+                    print(f"{len(records)} / {len(jobs)} cases, {time.perf_counter() - start:.0f} s", flush=True)
     seconds = time.perf_counter() - start
     per_reader = summarise(records)
     bad = [r for r in records if r["outcome"] not in ("error", "accepted")]
