@@ -198,3 +198,40 @@ def test_no_source_file_can_unpickle():
     assert len(files) > 20
     problems = {str(f.relative_to(ROOT)): unpickling_calls(f.read_text()) for f in files}
     assert {f: p for f, p in problems.items() if p} == {}
+
+
+# --------------------------------------------------------------------------- SDF dataset files stay inside
+
+
+@pytest.mark.parametrize("entry", ["../outside.npz", "/etc/passwd", "sub/../../outside.npz", "link.npz", "", 7])
+def test_sdf_dataset_file_entries_must_stay_inside_the_folder(trained, tmp_path, entry):
+    from morphable.data.sdf import SdfDataset
+    from morphable.errors import MorphableError
+    from morphable.io import read_json, write_json
+
+    dataset = tmp_path / "sdf"
+    shutil.copytree(trained / "sdf", dataset)
+    shutil.copy(dataset / "mesh.npz", tmp_path / "outside.npz")
+    (dataset / "link.npz").symlink_to(tmp_path / "outside.npz")
+    info = read_json(dataset / "sdf_dataset.json")
+    assert len(SdfDataset(dataset)) == 1
+    info["shapes"][0]["file"] = entry
+    write_json(dataset / "sdf_dataset.json", info)
+    with pytest.raises(MorphableError) as exc_info:
+        SdfDataset(dataset)
+    message = str(exc_info.value)
+    assert message.startswith(str(dataset / "sdf_dataset.json")) and "\n" not in message
+    assert "'file'" in message
+
+
+def test_a_link_inside_the_dataset_folder_is_followed(trained, tmp_path):
+    from morphable.data.sdf import SdfDataset
+    from morphable.io import read_json, write_json
+
+    dataset = tmp_path / "sdf"
+    shutil.copytree(trained / "sdf", dataset)
+    (dataset / "alias.npz").symlink_to(dataset / "mesh.npz")
+    info = read_json(dataset / "sdf_dataset.json")
+    info["shapes"][0]["file"] = "alias.npz"
+    write_json(dataset / "sdf_dataset.json", info)
+    assert len(SdfDataset(dataset)) == 1

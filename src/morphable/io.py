@@ -77,12 +77,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp_path, path)
+        with _naming(path):
+            yield tmp_path
+            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
+            os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Give an :class:`OSError` that names no file (a full disk while writing) the name of ``path``, so that
+    the command line's one line says what could not be written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise OSError(exc.errno, f"could not be written ({reason})", str(path)) from exc
 
 
 def check_output_folder(path: str | os.PathLike, overwrite: bool, hint: str = "use --overwrite") -> Path:
@@ -108,7 +122,8 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        yield tmp
+        with _naming(path):
+            yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
         if not (path.exists() or path.is_symlink()):
             os.replace(tmp, path)
