@@ -9,7 +9,11 @@
   COMA-sized files that datasets hold by the thousand, and it lets every problem be reported as
   one line naming the file.
 * Writing: binary little-endian PLY with optional per-vertex colours, and OBJ with optional UVs.
-* Weights: safetensors only (never pickle). JSON for configs and metrics.
+* Weights: safetensors only (never pickle). JSON for configs and metrics. Arrays: ``.npy`` / ``.npz`` read by
+  :func:`read_npy` / :func:`read_npz`, never unpickling.
+* Untrusted files: readers open regular files only (a link to ``/dev/zero`` or a FIFO would never end) and
+  compare every count a header claims (PLY elements, ``.npy`` shapes, zip members) with the bytes the file
+  holds before allocating, so a lying header costs nothing; every problem is one line naming the file.
 
 Every write goes to a temporary file (or folder, :func:`atomic_folder`) next to the target and is
 renamed into place, so an interrupted run never leaves a half-written file behind.
@@ -175,9 +179,10 @@ def regular_file(path: str | os.PathLike, what: str = "file") -> int:
         raise input_error(path, f"{what} not found") from None
     except OSError as exc:
         raise input_error(path, f"cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise input_error(path, "is a folder, not a file")
     if not stat.S_ISREG(info.st_mode):
-        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a device, FIFO or socket)"
-        raise input_error(path, f"is {kind}" if kind == "a folder" else kind)
+        raise input_error(path, "not a regular file (a device, FIFO or socket): refused")
     return info.st_size
 
 
