@@ -27,6 +27,7 @@ import os
 import shutil
 import stat
 import tempfile
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -204,7 +205,7 @@ def _npy_header(path: Path, fh: Any, available: int) -> tuple[tuple[int, ...], n
             shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
         else:
             shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError, tokenize.TokenError) as exc:
         raise input_error(path, f"not a readable .npy array ({_first_line(exc)})") from None
     if dtype.hasobject:
         raise input_error(path, "holds Python objects: refused (arrays are read without unpickling)")
@@ -680,10 +681,22 @@ def save_weights(path: str | os.PathLike, tensors: dict[str, Any], metadata: dic
         save_file(flat, str(tmp), metadata=metadata)
 
 
-def load_weights(path: str | os.PathLike, device: str = "cpu") -> tuple[dict[str, Any], dict[str, str]]:
+class Weights(dict):
+    """The tensors of one weights file: looking up a tensor the file lacks is a one-line error naming it."""
+
+    def __init__(self, path: Path, tensors: dict[str, Any]) -> None:
+        super().__init__(tensors)
+        self.path = path
+
+    def __missing__(self, key: str) -> Any:
+        raise input_error(self.path, f"no tensor '{key}' (the file has {', '.join(sorted(self)) or 'none'})")
+
+
+def load_weights(path: str | os.PathLike, device: str = "cpu") -> tuple[Weights, dict[str, str]]:
     """Load a safetensors file; return ``(tensors, metadata)`` or raise a one-line error.
 
-    Only regular files are opened; floating-point tensors must be finite (NaN / Inf weights are refused).
+    Only regular files are opened; floating-point tensors must be finite (NaN / Inf weights are refused);
+    ``tensors[name]`` for a name the file lacks is a one-line error too.
     """
     import torch
     from safetensors import SafetensorError, safe_open
@@ -703,4 +716,4 @@ def load_weights(path: str | os.PathLike, device: str = "cpu") -> tuple[dict[str
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise input_error(path, f"tensor '{name}' contains NaN or Inf")
-    return tensors, metadata
+    return Weights(path, tensors), metadata

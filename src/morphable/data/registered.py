@@ -36,7 +36,7 @@ def check_unit(unit: str | None, source: str | os.PathLike) -> str:
     """Return ``unit`` if it is one of m, cm, mm; otherwise raise a one-line error naming ``source``."""
     if unit is None:
         raise input_error(source, "unit unknown: give --unit m|cm|mm or a dataset.json with a 'unit' entry")
-    if unit not in UNIT_TO_MM:
+    if not isinstance(unit, str) or unit not in UNIT_TO_MM:
         raise input_error(source, f"unknown unit '{unit}' (expected one of m, cm, mm)")
     return unit
 

@@ -462,6 +462,10 @@ class SdfDataset(torch.utils.data.Dataset):
             files = [_dataset_member(self.root, info_path, s["file"]) for s in shapes]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise input_error(info_path, f"malformed SDF dataset description ({exc!r})") from None
+        for name, sim in zip(self.names, self.similarities):
+            if len(sim.translation) != 3 or not np.isfinite([sim.scale, *sim.translation]).all() or sim.scale <= 0:
+                raise input_error(info_path, f"shape '{name}': the similarity needs a finite scale > 0 and a "
+                                             "finite 3D translation")
         if not files:
             raise input_error(info_path, "the dataset has no shapes")
         if progress:
