@@ -431,3 +431,12 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(tmp_path, monke
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("morphable: error:") and str(out) in err[-1] and "No space left" in err[-1], err
     assert list(out.iterdir()) == []
+
+
+def test_a_tensor_the_weights_file_lacks_is_one_line(tmp_path):
+    save_weights(tmp_path / "w.safetensors", {"mean": np.zeros(3, np.float32)})
+    tensors, _ = load_weights(tmp_path / "w.safetensors")
+    assert tensors["mean"].tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(MorphableError) as info:
+        tensors["components"]
+    assert "no tensor 'components' (the file has mean)" in _one_line(info, tmp_path / "w.safetensors")
