@@ -37,7 +37,7 @@ def load_head(path: Path):
     """ICT-FaceKit neutral outer skin, centred and scaled so that its farthest vertex is at radius 0.9."""
     import numpy as np
 
-    data = np.load(path)
+    data = np.load(path, allow_pickle=False)
     vertices = data["neutral"][:11248].astype(np.float64)
     faces = data["triangles"][(data["triangles"] < 11248).all(axis=1)].astype(np.int64)
     vertices -= 0.5 * (vertices.min(0) + vertices.max(0))

@@ -47,7 +47,7 @@ def main() -> None:
     from morphable.mesh.spiral import spiralnet_spirals
     from morphable.mesh.topology import chebyshev_laplacian
 
-    with np.load(ICT_NPZ) as data:
+    with np.load(ICT_NPZ, allow_pickle=False) as data:
         skin_v = data["neutral"][:SKIN].astype(np.float64)
         tri = data["triangles"].astype(np.int64)
     skin_f = tri[(tri < SKIN).all(axis=1)]

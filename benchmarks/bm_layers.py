@@ -43,7 +43,7 @@ def build_template():
     from morphable.mesh.hierarchy import MeshHierarchy
     from morphable.mesh.qem import decimate
 
-    data = np.load(ICT_NPZ)
+    data = np.load(ICT_NPZ, allow_pickle=False)
     faces = data["triangles"].astype(np.int64)
     faces = faces[(faces < SKIN_VERTICES).all(1)]
     vertices = data["neutral"][:SKIN_VERTICES].astype(np.float64)

@@ -1,6 +1,9 @@
-"""Test settings: one quiet OpenMP thread, a private dataset cache, paths to the shared real data."""
+"""Test settings: one quiet OpenMP thread, a private dataset cache, no unpickling by the package, paths to the
+shared real data."""
 
 import os
+import pickle
+import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -17,6 +20,45 @@ MEDIAPIPE_OBJ = SHARED_DATA / "mediapipe-canonical-face" / "canonical_face_model
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("MORPHABLE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+class UnpicklingRefused(AssertionError):
+    """Raised when code of the ``morphable`` package unpickles (directly or through numpy / torch)."""
+
+
+def _package_on_stack() -> bool:
+    """True when a frame of the ``morphable`` package is on the call stack (tests and torch itself may
+    unpickle: ``torch.multiprocessing.spawn`` returns its workers' errors pickled)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").split(".")[0] == "morphable":
+            return True
+        frame = frame.f_back
+    return False
+
+
+@pytest.fixture(autouse=True)
+def _no_unpickling_by_the_package(monkeypatch):
+    """``pickle.load`` / ``pickle.loads`` / ``pickle.Unpickler`` raise when the package calls them."""
+    load, loads, unpickler = pickle.load, pickle.loads, pickle.Unpickler
+
+    def guarded(original):
+        def call(*args, **kwargs):
+            if _package_on_stack():
+                raise UnpicklingRefused("the morphable package tried to unpickle")
+            return original(*args, **kwargs)
+
+        return call
+
+    class GuardedUnpickler(unpickler):
+        def __init__(self, *args, **kwargs):
+            if _package_on_stack():
+                raise UnpicklingRefused("the morphable package tried to unpickle")
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(pickle, "load", guarded(load))
+    monkeypatch.setattr(pickle, "loads", guarded(loads))
+    monkeypatch.setattr(pickle, "Unpickler", GuardedUnpickler)
 
 
 def require(path: Path) -> Path:

@@ -248,3 +248,195 @@ def test_atomic_folder_replaces_or_keeps_the_old_folder(tmp_path):
         (tmp / "c.txt").write_text("second")
     assert [p.name for p in out.iterdir()] == ["c.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no temporary folders left
+
+
+# --------------------------------------------------------------------------- untrusted and corrupted files
+
+
+def _one_line(info, path) -> str:
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message, message
+    return message
+
+
+def test_devices_fifos_and_links_to_them_are_refused(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.obj"
+    os.mkfifo(fifo)
+    (tmp_path / "zero.ply").symlink_to("/dev/zero")
+    (tmp_path / "folder.obj").mkdir()
+    for name, problem in (("pipe.obj", "not a regular file"), ("zero.ply", "not a regular file"),
+                          ("folder.obj", "is a folder")):
+        with pytest.raises(MorphableError) as info:
+            read_mesh(tmp_path / name)
+        assert problem in _one_line(info, tmp_path / name)
+    from morphable.io import read_json, read_npy, read_npz
+
+    for reader in (read_json, read_npy, read_npz, load_weights):
+        with pytest.raises(MorphableError, match="not a regular file"):
+            reader(tmp_path / "zero.ply")
+
+
+def test_a_ply_header_claiming_a_trillion_vertices_allocates_nothing(tmp_path):
+    import resource
+
+    for fmt in ("ascii", "binary_little_endian"):
+        path = tmp_path / f"{fmt}.ply"
+        path.write_bytes(f"ply\nformat {fmt} 1.0\nelement vertex 1000000000000\nproperty float x\nproperty float y\n"
+                         "property float z\nend_header\n".encode() + b"\0" * 36)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with pytest.raises(MorphableError) as info:
+            read_mesh(path)
+        assert "lying header" in _one_line(info, path)
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # kB
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\nf 1 2", "ends in the middle of a line"),
+    ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\nv 0 0", "ends in the middle of a line"),
+    ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2\n", "malformed face line"),
+    ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 0 1 2\n", "malformed face line"),
+    ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 4\n", "out of range"),
+    ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf -4 1 2\n", "out of range"),
+    ("v 0 0 0\nv 1 0 0\nv 0 1 inf\nf 1 2 3\n", "NaN or Inf"),
+    ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1/1/1/1 2 3\n", "malformed face line"),
+])
+def test_obj_files_cut_short_or_with_dropped_corners_are_refused(tmp_path, text, problem):
+    path = tmp_path / "bad.obj"
+    path.write_text(text)
+    with pytest.raises(MorphableError) as info:
+        read_mesh(path)
+    assert problem in _one_line(info, path)
+
+
+def test_a_complete_obj_without_final_newline_is_refused_only_mid_record(tmp_path):
+    path = tmp_path / "ok.obj"
+    path.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n# made by hand")
+    assert read_mesh(path).faces.tolist() == [[0, 1, 2]]
+
+
+@pytest.mark.parametrize("count_type, value_type, count", [("uchar", "float", 3), ("float", "int", 3),
+                                                           ("char", "int", -1)])
+def test_ply_face_lists_must_have_integer_types_and_lengths(tmp_path, count_type, value_type, count):
+    import struct
+
+    header = ("ply\nformat binary_little_endian 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+              f"property float z\nelement face 1\nproperty list {count_type} {value_type} vertex_indices\nend_header\n")
+    body = np.eye(3, dtype="<f4").tobytes() + struct.pack("<b", count) + np.arange(3, dtype="<i4").tobytes()
+    path = tmp_path / "bad.ply"
+    path.write_bytes(header.encode() + body)
+    with pytest.raises(MorphableError) as info:
+        read_mesh(path)
+    _one_line(info, path)
+
+
+def test_npy_and_npz_headers_claiming_huge_arrays_are_refused_before_reading(tmp_path):
+    import io
+    import zipfile
+
+    from morphable.io import read_npy, read_npz
+
+    member = io.BytesIO()
+    np.lib.format.write_array(member, np.zeros((4, 3), np.float32))
+    lying = member.getvalue().replace(b"(4, 3)", b"(1000000000000, 3)")
+    (tmp_path / "a.npy").write_bytes(lying)
+    with zipfile.ZipFile(tmp_path / "a.npz", "w") as archive:
+        archive.writestr("x.npy", lying)
+    for reader, name in ((read_npy, "a.npy"), (read_npz, "a.npz")):
+        with pytest.raises(MorphableError) as info:
+            reader(tmp_path / name)
+        assert "claims 12000000000000 bytes" in _one_line(info, tmp_path / name)
+    np.save(tmp_path / "object.npy", np.array([{"a": 1}], dtype=object))
+    with pytest.raises(MorphableError, match="Python objects"):
+        read_npy(tmp_path / "object.npy")
+    np.save(tmp_path / "good.npy", np.arange(5))
+    assert read_npy(tmp_path / "good.npy").tolist() == [0, 1, 2, 3, 4]
+
+
+def test_non_finite_weights_and_deep_json_are_one_line(tmp_path):
+    from morphable.io import read_json
+
+    save_weights(tmp_path / "nan.safetensors", {"w": np.array([1.0, np.nan], np.float32)})
+    with pytest.raises(MorphableError) as info:
+        load_weights(tmp_path / "nan.safetensors")
+    assert "'w' contains NaN" in _one_line(info, tmp_path / "nan.safetensors")
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(MorphableError) as info:
+        read_json(tmp_path / "deep.json")
+    assert "nested too deeply" in _one_line(info, tmp_path / "deep.json")
+
+
+# --------------------------------------------------------------------------- full disk, read-only folders
+
+
+def _mesh_file(tmp_path) -> Path:
+    vertices, faces = _random_mesh(np.random.default_rng(0))
+    write_ply(tmp_path / "in.ply", vertices, faces)
+    return tmp_path / "in.ply"
+
+
+def test_a_read_only_output_folder_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    import os
+
+    from morphable.cli import main
+
+    if os.geteuid() == 0:
+        pytest.skip("root ignores folder permissions (the full-disk test covers the same path)")
+    source = _mesh_file(tmp_path)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        assert main(["data", "depth", str(source), "--out", str(locked / "obs.ply"), "--n", "50"]) == 2
+    finally:
+        locked.chmod(0o755)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("morphable: error:") and str(locked) in err[-1] and "Permission denied" in err[-1]
+    assert list(locked.iterdir()) == []
+
+
+@pytest.mark.parametrize("verb", ["depth", "synth", "save_weights"])
+def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(tmp_path, monkeypatch, capsys, verb):
+    """ENOSPC from the final rename (every atomic writer ends there) or from a write of the file itself."""
+    import errno
+    import os
+
+    from morphable.cli import main
+
+    source = _mesh_file(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    real_replace = os.replace
+
+    def full(src, dst, *args, **kwargs):
+        if str(dst).startswith(str(out)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", full)
+    if verb == "depth":
+        code = main(["data", "depth", str(source), "--out", str(out / "obs.ply"), "--n", "50"])
+    elif verb == "synth":
+        code = main(["data", "synth", "--out", str(out / "faces"), "--subjects", "1", "--expressions", "1",
+                     "--frames", "2"])
+    else:
+        from morphable.errors import os_error_message
+
+        with pytest.raises(OSError) as info:
+            save_weights(out / "w.safetensors", {"w": np.ones(3)})
+        print(f"morphable: error: {os_error_message(info.value)}", file=__import__("sys").stderr)
+        code = 2
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("morphable: error:") and str(out) in err[-1] and "No space left" in err[-1], err
+    assert list(out.iterdir()) == []
+
+
+def test_a_tensor_the_weights_file_lacks_is_one_line(tmp_path):
+    save_weights(tmp_path / "w.safetensors", {"mean": np.zeros(3, np.float32)})
+    tensors, _ = load_weights(tmp_path / "w.safetensors")
+    assert tensors["mean"].tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(MorphableError) as info:
+        tensors["components"]
+    assert "no tensor 'components' (the file has mean)" in _one_line(info, tmp_path / "w.safetensors")

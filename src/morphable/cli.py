@@ -5,7 +5,8 @@ Each verb lives in ``morphable/commands/<verb>.py`` with a ``register(subparsers
 its parser and sets ``func`` to a handler; handlers import what they need. A verb that uses a trained
 model takes the run folder first and works out what to do from the run's family, never from a method
 name.
-A :class:`~morphable.errors.MorphableError` is printed as one line and exits with status 2.
+A :class:`~morphable.errors.MorphableError`, or an :class:`OSError` (a full disk, a read-only folder), is printed
+as one line naming the file and exits with status 2.
 """
 
 from __future__ import annotations
@@ -38,12 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from morphable.errors import MorphableError
+    from morphable.errors import MorphableError, os_error_message
 
     try:
         result = args.func(args)
     except MorphableError as exc:
         print(f"morphable: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a read-only output folder: the writers have removed their temporary files
+        print(f"morphable: error: {os_error_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("morphable: interrupted", file=sys.stderr)

@@ -9,7 +9,11 @@
   COMA-sized files that datasets hold by the thousand, and it lets every problem be reported as
   one line naming the file.
 * Writing: binary little-endian PLY with optional per-vertex colours, and OBJ with optional UVs.
-* Weights: safetensors only (never pickle). JSON for configs and metrics.
+* Weights: safetensors only (never pickle). JSON for configs and metrics. Arrays: ``.npy`` / ``.npz`` read by
+  :func:`read_npy` / :func:`read_npz`, never unpickling.
+* Untrusted files: readers open regular files only (a link to ``/dev/zero`` or a FIFO would never end) and
+  compare every count a header claims (PLY elements, ``.npy`` shapes, zip members) with the bytes the file
+  holds before allocating, so a lying header costs nothing; every problem is one line naming the file.
 
 Every write goes to a temporary file (or folder, :func:`atomic_folder`) next to the target and is
 renamed into place, so an interrupted run never leaves a half-written file behind.
@@ -21,7 +25,11 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
+import tokenize
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -45,7 +53,7 @@ def parse_unit(unit: Any) -> str | None:
         return None
     try:
         value = float(unit)
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
     if not (np.isfinite(value) and value > 0):
         return None
@@ -110,12 +118,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp_path, path)
+        with _naming(path):
+            yield tmp_path
+            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
+            os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Give an :class:`OSError` that names no file (a full disk while writing) the name of ``path``, so that
+    the command line's one line says what could not be written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise OSError(exc.errno, f"could not be written ({reason})", str(path)) from exc
 
 
 def check_output_folder(path: str | os.PathLike, overwrite: bool, hint: str = "use --overwrite") -> Path:
@@ -141,7 +163,8 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        yield tmp
+        with _naming(path):
+            yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
         if not (path.exists() or path.is_symlink()):
             os.replace(tmp, path)
@@ -167,14 +190,111 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file; a missing or broken file raises a one-line :class:`MorphableError`."""
+    """Read a JSON file; a missing, irregular or broken file raises a one-line :class:`MorphableError`."""
     path = Path(path)
+    data = read_file_bytes(path)
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise input_error(path, "file not found") from None
+        return json.loads(data.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise input_error(path, f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise input_error(path, "not valid JSON (nested too deeply)") from None
+
+
+# --------------------------------------------------------------------------- untrusted files
+
+
+def regular_file(path: str | os.PathLike, what: str = "file") -> int:
+    """The size in bytes of ``path``, refusing anything but a regular file (after links are followed).
+
+    Devices, FIFOs and sockets never end or block (a link to ``/dev/zero``), so no reader opens them.
+    """
+    path = Path(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise input_error(path, f"{what} not found") from None
+    except OSError as exc:
+        raise input_error(path, f"cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise input_error(path, "is a folder, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise input_error(path, "not a regular file (a device, FIFO or socket): refused")
+    return info.st_size
+
+
+def read_file_bytes(path: str | os.PathLike, what: str = "file") -> bytes:
+    """The contents of a regular file (:func:`regular_file`); an unreadable one is one line naming it."""
+    regular_file(path, what)
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise input_error(path, f"cannot be read ({exc.strerror or exc})") from None
+
+
+def _npy_header(path: Path, fh: Any, available: int) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from the header of one ``.npy`` stream, checked against the ``available`` bytes
+    so that a header claiming a huge array is refused before anything is allocated."""
+    try:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError, tokenize.TokenError) as exc:
+        raise input_error(path, f"not a readable .npy array ({_first_line(exc)})") from None
+    if dtype.hasobject:
+        raise input_error(path, "holds Python objects: refused (arrays are read without unpickling)")
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if nbytes > available:
+        raise input_error(path, f"array header claims {nbytes} bytes, more than the {available} stored")
+    return shape, dtype
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+_DEFLATE_MAX_RATIO = 1100
+"""Deflate cannot expand data more than ~1032 times: a zip member claiming more is a lie (or a bomb)."""
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` archive, never unpickling and never allocating more than the archive
+    can hold: each member's ``.npy`` header is checked against the member's size first."""
+    path = Path(path)
+    size = regular_file(path)
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.compress_type == zipfile.ZIP_STORED and info.file_size > size:
+                    raise input_error(path, f"member {info.filename} claims more bytes than the file has")
+                if info.file_size > max(info.compress_size, 1) * _DEFLATE_MAX_RATIO:
+                    raise input_error(path, f"member {info.filename} claims an impossible uncompressed size")
+                with archive.open(info) as fh:
+                    _npy_header(path, fh, info.file_size)
+                with archive.open(info) as fh:
+                    array = np.lib.format.read_array(fh, allow_pickle=False)
+                arrays[info.filename.removesuffix(".npy")] = array
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+            RuntimeError) as exc:
+        raise input_error(path, f"not a readable .npz archive ({_first_line(exc)})") from None
+    return arrays
+
+
+def read_npy(path: str | os.PathLike) -> np.ndarray:
+    """One ``.npy`` array, never unpickling, its header checked against the file size before reading."""
+    path = Path(path)
+    size = regular_file(path)
+    try:
+        with open(path, "rb") as fh:
+            _npy_header(path, fh, size)
+            fh.seek(0)
+            return np.lib.format.read_array(fh, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise input_error(path, f"not a readable .npy array ({_first_line(exc)})") from None
 
 
 # --------------------------------------------------------------------------- OBJ
@@ -190,11 +310,15 @@ def read_obj(path: str | os.PathLike) -> Mesh:
     """
     path = Path(path)
     try:
-        text = path.read_text(errors="strict")
-    except FileNotFoundError:
-        raise input_error(path, "file not found") from None
+        text = read_file_bytes(path).decode("utf-8")
     except UnicodeDecodeError:
         raise input_error(path, "not a text OBJ file") from None
+    if "\x00" in text:
+        raise input_error(path, "not a text OBJ file (NUL bytes)")
+    last = text.rstrip("\r\n").rsplit("\n", 1)[-1]
+    if text and not text.endswith("\n") and last.split()[:1] in (["v"], ["vt"], ["f"]):
+        raise input_error(path, f"ends in the middle of a line ('{last.strip()[:40]}'): truncated? "
+                                "(a complete file ends with a newline)")
     vertex_lines: list[str] = []
     uv_lines: list[str] = []
     faces: list[tuple[int, int, int]] = []
@@ -237,14 +361,23 @@ def _obj_face(entries: str, n_vertices: int, n_uvs: int) -> tuple[list[int], lis
     uv_corners: list[int] = []
     for token in entries.split():
         parts = token.split("/")
-        index = int(parts[0])
-        corners.append(index - 1 if index > 0 else n_vertices + index)
+        if len(parts) > 3:
+            raise ValueError
+        corners.append(_obj_index(parts[0], n_vertices))
         if len(parts) > 1 and parts[1]:
-            uv = int(parts[1])
-            uv_corners.append(uv - 1 if uv > 0 else n_uvs + uv)
+            uv_corners.append(_obj_index(parts[1], n_uvs))
     if len(corners) < 3 or (uv_corners and len(uv_corners) != len(corners)):
         raise ValueError
     return corners, (uv_corners or None)
+
+
+def _obj_index(token: str, count: int) -> int:
+    """0-based index of a 1-based (or negative, relative to the ``count`` entries so far) OBJ index;
+    0 is not an OBJ index."""
+    index = int(token)
+    if index == 0:
+        raise ValueError
+    return index - 1 if index > 0 else count + index
 
 
 def _fan(corners: list[int]) -> list[tuple[int, int, int]]:
@@ -284,7 +417,10 @@ def _parse_ply_header(path: Path, data: bytes) -> tuple[str, list[_PlyElement], 
     end = data.find(b"end_header")
     if not data.startswith(b"ply") or end < 0:
         raise input_error(path, "not a PLY file (missing 'ply' magic or 'end_header')")
-    body_start = data.index(b"\n", end) + 1
+    newline = data.find(b"\n", end)
+    if newline < 0:
+        raise input_error(path, "truncated file (no data after 'end_header')")
+    body_start = newline + 1
     fmt = ""
     elements: list[_PlyElement] = []
     for raw in data[:end].decode("ascii", errors="replace").splitlines()[1:]:
@@ -304,24 +440,48 @@ def _parse_ply_header(path: Path, data: bytes) -> tuple[str, list[_PlyElement], 
             raise input_error(path, f"malformed PLY header line '{raw.strip()}'") from None
     if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
         raise input_error(path, f"unsupported PLY format '{fmt}'")
+    _check_ply_counts(path, fmt, elements, len(data) - body_start)
     return fmt, elements, body_start
+
+
+_INDEX_TYPES = ("i1", "u1", "i2", "u2", "i4", "u4")
+
+
+def _check_ply_counts(path: Path, fmt: str, elements: list[_PlyElement], body_bytes: int) -> None:
+    """Refuse element counts the file cannot hold (a header claiming 10^12 vertices allocates nothing) and
+    list properties whose count or index type is not an integer."""
+    needed = 0
+    for element in elements:
+        if element.count < 0:
+            raise input_error(path, f"negative count for element '{element.name}'")
+        for name, value_t, count_t in element.properties:
+            if count_t is not None and (count_t not in _INDEX_TYPES or value_t not in _INDEX_TYPES):
+                raise input_error(path, f"list property '{name}' must have integer count and value types")
+        if fmt == "ascii":
+            row = 2 * max(len(element.properties), 1)  # each value is at least one character and a separator
+        else:
+            row = sum(np.dtype(t if c is None else c).itemsize for _, t, c in element.properties)
+        needed += element.count * row
+    if needed > body_bytes:
+        raise input_error(path, f"truncated file or lying header (the elements need at least {needed} bytes, "
+                                f"the file has {body_bytes} after the header)")
 
 
 def read_ply(path: str | os.PathLike) -> Mesh:
     """Read vertices (x, y, z) and triangle faces of an ASCII or binary PLY file."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise input_error(path, "file not found") from None
+    data = read_file_bytes(path)
     if not data:
         raise input_error(path, "empty file")
     fmt, elements, offset = _parse_ply_header(path, data)
-    if fmt == "ascii":
-        vertices, faces = _read_ply_ascii(path, data[offset:], elements)
-    else:
-        vertices, faces = _read_ply_binary(path, data, offset, elements, "<" if "little" in fmt else ">")
-    if vertices is None:
+    try:
+        if fmt == "ascii":
+            vertices, faces = _read_ply_ascii(path, data[offset:], elements)
+        else:
+            vertices, faces = _read_ply_binary(path, data, offset, elements, "<" if "little" in fmt else ">")
+    except (ValueError, TypeError) as exc:  # e.g. two properties of one name, an element without properties
+        raise input_error(path, f"malformed PLY element layout ({_first_line(exc)})") from None
+    if vertices is None or not len(vertices):
         raise input_error(path, "no 'vertex' element with x, y, z")
     faces = np.zeros((0, 3), np.int64) if faces is None else faces
     _check_faces(path, faces, len(vertices))
@@ -381,6 +541,8 @@ def _read_binary_lists(
         if offset + count_dt.itemsize > len(data):
             raise input_error(path, f"truncated file (element '{element.name}' incomplete)")
         n = int(np.frombuffer(data, count_dt, 1, offset)[0])
+        if n < 0:
+            raise input_error(path, f"negative list length in element '{element.name}'")
         row = np.dtype([("n", count_dt), ("v", value_dt, (n,))])
         nbytes = row.itemsize * element.count
         if offset + nbytes <= len(data):
@@ -397,6 +559,8 @@ def _read_binary_lists(
                 count_dt = np.dtype(endian + count_t)
                 n = int(np.frombuffer(data, count_dt, 1, offset)[0])
                 offset += count_dt.itemsize
+                if n < 0 or offset + n * np.dtype(value_t).itemsize > len(data):
+                    raise ValueError
                 values = np.frombuffer(data, np.dtype(endian + value_t), n, offset)
                 offset += values.nbytes
                 if name in ("vertex_indices", "vertex_index"):
@@ -430,7 +594,7 @@ def _read_ply_ascii(
                 for r in rows:
                     words = r.split()
                     n = int(words[0])
-                    if len(words) < n + 1:
+                    if n < 0 or len(words) < n + 1:
                         raise ValueError
                     polygons.append(np.array(words[1 : n + 1], dtype=np.int64))
                 faces = _triangulate(path, polygons)
@@ -553,17 +717,39 @@ def save_weights(path: str | os.PathLike, tensors: dict[str, Any], metadata: dic
         save_file(flat, str(tmp), metadata=metadata)
 
 
-def load_weights(path: str | os.PathLike, device: str = "cpu") -> tuple[dict[str, Any], dict[str, str]]:
-    """Load a safetensors file; return ``(tensors, metadata)`` or raise a one-line error."""
+class Weights(dict):
+    """The tensors of one weights file: looking up a tensor the file lacks is a one-line error naming it."""
+
+    def __init__(self, path: Path, tensors: dict[str, Any]) -> None:
+        super().__init__(tensors)
+        self.path = path
+
+    def __missing__(self, key: str) -> Any:
+        raise input_error(self.path, f"no tensor '{key}' (the file has {', '.join(sorted(self)) or 'none'})")
+
+
+def load_weights(path: str | os.PathLike, device: str = "cpu") -> tuple[Weights, dict[str, str]]:
+    """Load a safetensors file; return ``(tensors, metadata)`` or raise a one-line error.
+
+    Only regular files are opened; floating-point tensors must be finite (NaN / Inf weights are refused);
+    ``tensors[name]`` for a name the file lacks is a one-line error too.
+    """
+    import torch
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
-    if not path.exists():
-        raise input_error(path, "weights file not found")
+    regular_file(path, "weights file")
     try:
         with safe_open(str(path), framework="pt", device=device) as f:
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise input_error(path, f"not a valid safetensors file ({exc})") from None
-    return tensors, metadata
+    except (SafetensorError, OSError, ValueError, TypeError, RuntimeError, OverflowError) as exc:
+        raise input_error(path, f"not a valid safetensors file ({_first_line(exc)})") from None
+    except BaseException as exc:  # a panic inside the Rust reader (pyo3 PanicException derives BaseException)
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise input_error(path, f"not a valid safetensors file ({_first_line(exc)})") from None
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise input_error(path, f"tensor '{name}' contains NaN or Inf")
+    return Weights(path, tensors), metadata

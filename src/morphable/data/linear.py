@@ -58,8 +58,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
-import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,7 +65,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from morphable.errors import MorphableError, input_error
-from morphable.io import UNIT_TO_MM, atomic_path, read_obj
+from morphable.io import UNIT_TO_MM, atomic_path, read_npz, read_obj
 
 if TYPE_CHECKING:
     import torch
@@ -283,7 +281,7 @@ class LinearFaceModel:
     @classmethod
     def from_npz(cls, path: str | os.PathLike) -> LinearFaceModel:
         """Read the generic ``.npz``; every problem is one :class:`MorphableError` naming the file."""
-        return _generic_from_arrays(Path(path), _npz_arrays(Path(path)))
+        return _generic_from_arrays(Path(path), read_npz(Path(path)))
 
 
 def load_linear_model(path: str | os.PathLike, unit: str | None = None) -> LinearFaceModel:
@@ -298,7 +296,7 @@ def load_linear_model(path: str | os.PathLike, unit: str | None = None) -> Linea
     if path.is_dir():
         model = _load_ict_folder(path)
     elif suffix == ".npz":
-        arrays = _npz_arrays(path)
+        arrays = read_npz(path)
         model = _ict_from_arrays(path, arrays) if "identity_modes" in arrays else _generic_from_arrays(path, arrays)
     elif suffix in (".h5", ".hdf5"):
         model = read_bfm_h5(path)
@@ -322,7 +320,7 @@ def load_ict(path: str | os.PathLike) -> LinearFaceModel:
         raise input_error(path, "ICT-FaceKit model not found")
     if path.is_dir():
         return _load_ict_folder(path)
-    return _ict_from_arrays(path, _npz_arrays(path))
+    return _ict_from_arrays(path, read_npz(path))
 
 
 def read_bfm_h5(path: str | os.PathLike) -> LinearFaceModel:
@@ -369,18 +367,6 @@ def _h5_pca(path: Path, f: Any, group: str) -> tuple[np.ndarray, np.ndarray, np.
 
 
 # --------------------------------------------------------------------------- npz and ICT-FaceKit
-
-
-def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Every array of an ``.npz``, read without unpickling."""
-    try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise input_error(path, "not an .npz archive (a single .npy array)")
-        with data:
-            return {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise input_error(path, f"not a readable .npz without unpickling ({_one_line(exc)})") from None
 
 
 def _generic_from_arrays(path: Path, arrays: dict[str, np.ndarray]) -> LinearFaceModel:

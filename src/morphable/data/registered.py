@@ -17,7 +17,6 @@ modification times, so the cache is invalidated when any file changes.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +25,8 @@ from typing import Sequence
 import numpy as np
 
 from morphable.errors import MorphableError, input_error
-from morphable.io import (MESH_SUFFIXES, UNIT_HELP, check_output_folder, UNIT_TO_MM, Mesh, atomic_folder, atomic_path,
-                          cache_dir, parse_unit, read_mesh, write_json, write_ply)
+from morphable.io import (MESH_SUFFIXES, UNIT_HELP, UNIT_TO_MM, Mesh, atomic_folder, atomic_path, cache_dir,
+                          check_output_folder, parse_unit, read_json, read_mesh, read_npy, write_json, write_ply)
 
 DATASET_FILE = "dataset.json"
 PROTOCOLS = ("interpolation", "extrapolation", "identity")
@@ -125,10 +124,7 @@ def _read_dataset_info(root: Path) -> dict:
     file = root / DATASET_FILE
     if not file.exists():
         return {}
-    try:
-        info = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise input_error(file, f"not valid JSON ({exc})") from None
+    info = read_json(file)
     if not isinstance(info, dict):
         raise input_error(file, "expected a JSON object")
     return info
@@ -184,10 +180,9 @@ def _check_same_topology(path: Path, mesh: Mesh, first: Mesh, first_name: str) -
 def _load_npy(path: Path, unit: str | None, template: str | os.PathLike | None) -> RegisteredDataset:
     info = _read_dataset_info(path.parent)
     unit = check_unit(unit or info.get("unit"), path)
-    try:
-        vertices = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise input_error(path, f"not a readable .npy array ({exc})") from None
+    vertices = read_npy(path)
+    if vertices.dtype.kind != "f":
+        raise input_error(path, f"expected floating-point vertices, got dtype {vertices.dtype}")
     if vertices.ndim != 3 or vertices.shape[2] != 3 or len(vertices) == 0:
         raise input_error(path, f"expected an (N, V, 3) array with N > 0, got shape {vertices.shape}")
     if not np.isfinite(vertices).all():

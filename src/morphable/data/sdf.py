@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -34,7 +33,7 @@ import torch
 
 from morphable.data.registered import check_unit
 from morphable.errors import input_error
-from morphable.io import UNIT_TO_MM, atomic_folder, check_output_folder, atomic_path, read_json, write_json
+from morphable.io import UNIT_TO_MM, atomic_folder, check_output_folder, atomic_path, read_json, read_npz, write_json
 from morphable.mesh.distance import SignMethod, signed_distance
 from morphable.mesh.normals import vertex_normals
 from morphable.mesh.repair import RepairReport, repair_and_warn, repair_mesh
@@ -240,17 +239,14 @@ class SdfSamples:
         """Read a file written by :meth:`save`; a missing, broken or inconsistent file raises a
         :class:`MorphableError` naming it. Never unpickles."""
         path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                missing = [k for k in _SAMPLE_KEYS if k not in data.files]
-                if missing:
-                    raise input_error(path, f"not an SDF sample file (missing {', '.join(missing)})")
-                arrays = {k: data[k] for k in _SAMPLE_KEYS}
-        except FileNotFoundError:
-            raise input_error(path, "file not found") from None
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise input_error(path, f"not a readable .npz file ({exc})") from None
-        samples = cls(**{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()})
+        data = read_npz(path)
+        missing = [k for k in _SAMPLE_KEYS if k not in data]
+        if missing:
+            raise input_error(path, f"not an SDF sample file (missing {', '.join(missing)})")
+        wrong = [k for k in _SAMPLE_KEYS if data[k].dtype.kind != "f"]
+        if wrong:
+            raise input_error(path, f"{', '.join(wrong)} must hold floating-point numbers")
+        samples = cls(**{k: np.asarray(data[k], dtype=np.float32) for k in _SAMPLE_KEYS})
         problem = samples.problem()
         if problem:
             raise input_error(path, problem)
@@ -517,6 +513,20 @@ def write_sdf_dataset(meshes: Sequence[tuple[str, np.ndarray, np.ndarray, np.nda
     return out_dir
 
 
+def _dataset_member(root: Path, info_path: Path, name: Any) -> Path:
+    """``root / name`` for a ``file`` entry of the dataset's JSON, which must name a file inside ``root``:
+    no absolute path, no ``..``, no link that leads out of the folder."""
+    if not isinstance(name, str) or not name:
+        raise input_error(info_path, f"'file' entries must be non-empty strings, got {name!r}")
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise input_error(info_path, f"'file' entry '{name}' leaves the dataset folder (absolute or '..')")
+    path = root / relative
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise input_error(info_path, f"'file' entry '{name}' is a link leading out of the dataset folder")
+    return path
+
+
 class SdfDataset(torch.utils.data.Dataset):
     """A folder written by :func:`write_sdf_dataset`, held in memory; item ``i`` is a fresh random
     sub-sample of shape ``i`` (:func:`subsample`) plus ``index`` (a 0-d int64 tensor for the code table).
@@ -541,9 +551,13 @@ class SdfDataset(torch.utils.data.Dataset):
             shapes = list(info["shapes"])
             self.names = [str(s["name"]) for s in shapes]
             self.similarities = [Similarity.from_dict(s["similarity"]) for s in shapes]
-            files = [self.root / str(s["file"]) for s in shapes]
-        except (KeyError, TypeError, ValueError) as exc:
+            files = [_dataset_member(self.root, info_path, s["file"]) for s in shapes]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise input_error(info_path, f"malformed SDF dataset description ({exc!r})") from None
+        for name, sim in zip(self.names, self.similarities):
+            if len(sim.translation) != 3 or not np.isfinite([sim.scale, *sim.translation]).all() or sim.scale <= 0:
+                raise input_error(info_path, f"shape '{name}': the similarity needs a finite scale > 0 and a "
+                                             "finite 3D translation")
         if not files:
             raise input_error(info_path, "the dataset has no shapes")
         if progress:

@@ -20,8 +20,8 @@ import torch
 
 from morphable.errors import input_error
 from morphable.io import atomic_path
-from morphable.runs import LAST_CHECKPOINT
-from morphable.runs import WEIGHTS_FILE as BEST_CHECKPOINT  # the selected epoch's checkpoint is the run's weights
+from morphable.runs import LAST_CHECKPOINT  # noqa: F401  (re-exported: the loop's file names live in runs)
+from morphable.runs import WEIGHTS_FILE as BEST_CHECKPOINT  # noqa: F401  (the selected epoch is the run's weights)
 from morphable.train.protocol import TrainableMethod
 
 
