@@ -274,7 +274,7 @@ def method_spec(method: str, source: str = "config") -> MethodSpec:
     """The registry entry of ``method``; an unknown method is a one-line error naming ``source``."""
     try:
         return METHODS[method]
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: not even a name (a list, a dict from a broken config.json)
         raise MorphableError(f"{source}: unknown method '{method}' (known: {', '.join(sorted(METHODS))})") from None
 
 
@@ -313,7 +313,7 @@ def config_from_dict(d: dict, source: str = "config.json") -> ExperimentConfig:
             train=TrainConfig(**d.get("train", {})),
             seed=int(d.get("seed", 0)),
         )
-    except TypeError as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # wrong keys or value types, a seed like "" or inf
         raise MorphableError(f"{source}: does not match this version's config ({exc})") from None
     except MorphableError as exc:
         raise MorphableError(f"{source}: {exc}") from None

@@ -24,7 +24,7 @@ from morphable.config import ExperimentConfig, config_from_dict
 from morphable.data.registered import RegisteredDataset, Split, load_registered, make_split, protocol_folds
 from morphable.errors import input_error
 from morphable.explicit.evaluate import evaluate_reconstructions
-from morphable.io import load_weights, save_weights
+from morphable.io import atomic_path, load_weights, save_weights
 from morphable.runs import Run, process_rank
 
 TRAIN_CODES = "train_codes.safetensors"
@@ -56,8 +56,11 @@ def fit(config: ExperimentConfig, run: Run, data: ExplicitData, resume: bool = F
     dataset, split = data.dataset, data.split
     spec = config.spec
     if process_rank() == 0:
-        np.save(run.file("template_vertices.npy"), dataset.vertices[split.train[0]])
-        np.save(run.file("template_faces.npy"), dataset.faces)
+        for name, array in (("template_vertices.npy", dataset.vertices[split.train[0]]),
+                            ("template_faces.npy", dataset.faces)):
+            with atomic_path(run.file(name)) as tmp:
+                with open(tmp, "wb") as f:  # a file object: np.save would append .npy to the temporary name
+                    np.save(f, array)
     if spec.training == "closed-form":  # one process fits it; under torchrun the other ranks have nothing to do
         if process_rank() != 0:
             return {}
