@@ -43,6 +43,7 @@ from morphable.mesh.topology import EdgeReport, edge_report, face_region
 SIGMAS = (0.0025, 0.00025)
 DEFAULT_RADIUS = 0.9
 DATASET_JSON = "sdf_dataset.json"
+SCALE_RANGE = (1e-9, 1e9)  # a shape's similarity scale (unit sphere / data units): wider is a broken file
 FORMAT_VERSION = 1
 
 
@@ -549,15 +550,18 @@ class SdfDataset(torch.utils.data.Dataset):
             self.unit = check_unit(info["unit"], info_path)
             self.settings: dict[str, Any] = dict(info["settings"])
             shapes = list(info["shapes"])
-            self.names = [str(s["name"]) for s in shapes]
+            if not all(isinstance(s["name"], str) and s["name"] for s in shapes):
+                raise ValueError("every shape needs a non-empty string 'name'")
+            self.names = [s["name"] for s in shapes]
             self.similarities = [Similarity.from_dict(s["similarity"]) for s in shapes]
             files = [_dataset_member(self.root, info_path, s["file"]) for s in shapes]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise input_error(info_path, f"malformed SDF dataset description ({exc!r})") from None
         for name, sim in zip(self.names, self.similarities):
-            if len(sim.translation) != 3 or not np.isfinite([sim.scale, *sim.translation]).all() or sim.scale <= 0:
-                raise input_error(info_path, f"shape '{name}': the similarity needs a finite scale > 0 and a "
-                                             "finite 3D translation")
+            if (len(sim.translation) != 3 or not np.isfinite([sim.scale, *sim.translation]).all()
+                    or not SCALE_RANGE[0] < sim.scale < SCALE_RANGE[1] or np.abs(sim.translation).max() > 1e12):
+                raise input_error(info_path, f"shape '{name}': the similarity needs a scale in "
+                                             f"({SCALE_RANGE[0]:g}, {SCALE_RANGE[1]:g}) and a finite 3D translation")
         if not files:
             raise input_error(info_path, "the dataset has no shapes")
         if progress:
