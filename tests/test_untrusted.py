@@ -1,5 +1,10 @@
 """Untrusted files never run code: a malicious pickle under every file name the package reads is refused
-by the verbs (its payload would write a sentinel file), and no reader in src/ or benchmarks/ can unpickle."""
+by the verbs (its payload would write a sentinel file), and no reader in src/ or benchmarks/ can unpickle.
+
+This is the one file in the repository that calls ``pickle.loads`` / ``np.load(allow_pickle=True)`` and spells
+``torch.load(path)``, on purpose: the positive control unpickles a payload the test wrote itself (to show the
+sentinel does fire), and the AST scan is fed those calls as source text (to show it catches them). Nothing
+here reads a user's file."""
 
 import ast
 import pickle
