@@ -164,7 +164,7 @@ def icp(source: np.ndarray, target: np.ndarray, *, scale: bool = False, init: In
     tree = cKDTree(y)
     pairs, rms = None, np.inf
     for step in range(1, max_iterations + 1):
-        distance, nearest = tree.query(transform.apply(x), k=1)
+        distance, nearest = tree.query(transform.apply(x), k=1, workers=-1)
         keep = np.ones(len(x), bool) if reject_distance is None else distance <= reject_distance
         if keep.sum() < 3:
             raise MorphableError(f"ICP: only {int(keep.sum())} point pairs within reject_distance={reject_distance}")
@@ -174,6 +174,6 @@ def icp(source: np.ndarray, target: np.ndarray, *, scale: bool = False, init: In
             return IcpResult(transform, new_rms, step, True)
         pairs, rms = new_pairs, new_rms
         transform = umeyama(x[keep], y[nearest[keep]], scale=scale)
-    distance, _ = tree.query(transform.apply(x), k=1)
+    distance, _ = tree.query(transform.apply(x), k=1, workers=-1)
     kept = distance if reject_distance is None else distance[distance <= reject_distance]
     return IcpResult(transform, float(np.sqrt(np.mean(kept ** 2))) if len(kept) else np.inf, max_iterations, False)
