@@ -3,6 +3,8 @@ alignment, against naive loops, analytic cases and invariances."""
 
 import json
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -297,3 +299,18 @@ def test_point_to_plane_errors():
         point_to_plane_distance(v, f, v, method="normal", alignment="none")
     with pytest.raises(MorphableError, match="NaN"):
         point_to_plane_distance(v, f, np.full((3, 3), np.inf), alignment="none")
+
+
+# ---------------------------------------------------------------- docs/images.md
+
+def test_camera_example_of_the_docs_runs_and_says_what_it_prints():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "images.md").read_text()
+    [block] = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "Camera.look_at" in b]
+    scope: dict = {}
+    exec(block, scope)
+    np.testing.assert_allclose(scope["cam"].K.numpy()[[0, 1, 0, 1], [0, 1, 2, 2]], [417.99, 417.99, 111.5, 111.5],
+                               atol=5e-3)
+    np.testing.assert_allclose(scope["uv"].numpy(), [[119.86, 94.78]], atol=5e-3)
+    expected_view = np.eye(4)
+    expected_view[2, 3] = -50.0
+    np.testing.assert_allclose(scope["view"].numpy(), expected_view, atol=1e-12)
