@@ -90,10 +90,13 @@ def test_alignment_errors_are_one_line():
         icp(v, np.full_like(v, np.nan))
     with pytest.raises(MorphableError, match="shape"):
         umeyama(v, v[:-1])
-    with pytest.raises(MorphableError, match="coincide"):
-        umeyama(np.zeros((4, 3)), v[:4])
+    for solve in (lambda x: umeyama(x, v[:4]), lambda x: icp(x, v, scale=True)):
+        with pytest.raises(MorphableError, match="coincide"):
+            solve(np.zeros((4, 3)))
     with pytest.raises(MorphableError, match="needs source_landmarks"):
         icp(v, v, init="landmarks")
+    with pytest.raises(MorphableError, match="got 2 and 2"):
+        icp(v, v, init="landmarks", source_landmarks=v[:2], target_landmarks=v[:2])
     with pytest.raises(MorphableError, match="unknown alignment"):
         align_prediction(v, v, alignment="affine")
     with pytest.raises(MorphableError, match="3 predicted landmarks for 4"):

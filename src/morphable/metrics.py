@@ -1,4 +1,4 @@
-"""Metrics, all reported in millimetres.
+"""Metrics: mesh and surface errors in millimetres; image metrics normalised (NME) or in millimetres.
 
 Registered meshes (CoMA protocol):
     e[n, v] = || pred[n, v] - target[n, v] ||_2 * to_mm

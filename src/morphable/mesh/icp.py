@@ -127,6 +127,9 @@ def _initial(x: np.ndarray, y: np.ndarray, init: Init, scale: bool, source_landm
     if init == "landmarks":
         if source_landmarks is None or target_landmarks is None:
             raise MorphableError("init='landmarks' needs source_landmarks and target_landmarks")
+        if len(source_landmarks) < 3 or len(target_landmarks) != len(source_landmarks):
+            raise MorphableError(f"init='landmarks' needs the same number (>= 3) of source and target landmarks, "
+                                 f"got {len(source_landmarks)} and {len(target_landmarks)}")
         return umeyama(source_landmarks, target_landmarks, scale=scale)
     raise MorphableError(f"unknown ICP init {init!r} (expected 'centroid', 'landmarks' or 'identity')")
 
@@ -156,6 +159,8 @@ def icp(source: np.ndarray, target: np.ndarray, *, scale: bool = False, init: In
 
     x = points3(source, "source points", at_least=3)
     y = points3(target, "target points", at_least=1)
+    if np.ptp(x, axis=0).max() == 0:
+        raise MorphableError("the source points all coincide: no rotation can be estimated")
     if max_iterations < 1:
         raise MorphableError(f"max_iterations must be >= 1, got {max_iterations}")
     if reject_distance is not None and not reject_distance > 0:
