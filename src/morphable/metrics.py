@@ -1,4 +1,4 @@
-"""Metrics, all reported in millimetres.
+"""Metrics: mesh and surface errors in millimetres; image metrics normalised (NME) or in millimetres.
 
 Registered meshes (CoMA protocol):
     e[n, v] = || pred[n, v] - target[n, v] ||_2 * to_mm
@@ -13,15 +13,27 @@ Surfaces (NPHM protocol): points sampled on both surfaces, Euclidean nearest-nei
     F-score@t    = 2 P R / (P + R), P = share of pred points within t of gt, R the reverse.
 Meshes are compared through :data:`METRIC_SAMPLES` area-weighted samples of each
 (:func:`region_metrics`, for the face region and the whole head).
+
+Single-image reconstructions (docs/images.md, "Image metrics"):
+    2D landmark NME   e_n = (1/|V_n|) sum_{i in V_n} ||p_ni - g_ni|| / d_n    (:func:`landmark_nme`),
+                      d_n = outer inter-ocular distance ||g_n,36 - g_n,45|| or sqrt(w_n h_n) of the GT box;
+    3D NME (VRN)      mean_{q in gt} min_{p in T(pred)} ||p - q|| / ||e_1 - e_2||    (:func:`nme_3d`),
+                      T the rigid / similarity ICP of the prediction onto the GT, e the GT outer eye corners;
+    point-to-plane    |<q - p_j, n_j>| * to_mm for every GT point q, p_j its nearest vertex of the aligned
+                      prediction and n_j that vertex's normal, or the exact distance to the predicted
+                      triangles; mean and median in mm    (:func:`point_to_plane_distance`, HRN / MICC).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
-from morphable.errors import input_error
+from morphable.errors import MorphableError, input_error
+from morphable.mesh.icp import Init, SimilarityTransform, icp, points3
 
 
 def per_vertex_errors(pred: np.ndarray, target: np.ndarray, to_mm: float) -> np.ndarray:
@@ -149,3 +161,238 @@ def read_ground_truth(gt_path: str | os.PathLike | None, region_vertices: int | 
     if region_vertices is None:
         return mesh, None
     return mesh, repaired.vertex_map < region_vertices
+
+
+IBUG_OUTER_EYE_CORNERS = (36, 45)
+"""0-based iBUG-68 indices of the outer eye corners (the subject's right eye's, then the left eye's)."""
+
+Normalisation = Literal["inter_ocular", "bbox"]
+Alignment = Literal["rigid", "similarity", "none"]
+PlaneMethod = Literal["vertex_plane", "triangle"]
+
+
+@dataclass(frozen=True)
+class LandmarkNME:
+    """Normalised mean errors of :func:`landmark_nme`: ``per_image (N,)`` and their mean."""
+
+    per_image: np.ndarray
+    mean: float
+
+
+def _landmarks_2d(x: np.ndarray, what: str) -> np.ndarray:
+    """``(L, 2)`` or ``(N, L, 2)`` finite landmarks as ``(N, L, 2)`` float64."""
+    a = np.asarray(x, dtype=np.float64)
+    a = a[None] if a.ndim == 2 else a
+    if a.ndim != 3 or a.shape[2] != 2 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise MorphableError(f"{what} landmarks must have shape (L, 2) or (N, L, 2), got {np.shape(x)}")
+    if not np.isfinite(a).all():
+        raise MorphableError(f"{what} landmarks have NaN or infinite coordinates")
+    return a
+
+
+def landmark_nme(pred: np.ndarray, gt: np.ndarray, normalisation: Normalisation = "inter_ocular",
+                 visible: np.ndarray | None = None) -> LandmarkNME:
+    """2D landmark normalised mean error, per image and over images.
+
+    ``e_n = (1 / |V_n|) sum_{i in V_n} ||p_ni - g_ni||_2 / d_n`` over the landmarks ``V_n`` visible in
+    image ``n`` (all when ``visible`` is None), and ``mean = (1/N) sum_n e_n``. The normaliser comes from
+    the ground truth alone, from all its landmarks (visible or not):
+
+    * ``"inter_ocular"``: ``d_n = ||g_n,36 - g_n,45||``, the outer eye corners of the iBUG-68 scheme
+      (300-W's inter-ocular NME; not the inter-pupil distance). Needs ``L = 68``.
+    * ``"bbox"``: ``d_n = sqrt(w_n h_n)`` with ``w_n, h_n`` the width and height of the axis-aligned
+      bounding box of the GT landmarks (the AFLW2000-3D / 3DDFA convention); any ``L``.
+
+    Args:
+        pred, gt: ``(N, L, 2)`` or ``(L, 2)`` pixel coordinates (the same shape).
+        normalisation: ``"inter_ocular"`` or ``"bbox"``.
+        visible: ``(N, L)`` or ``(L,)`` booleans, the landmarks that count; None: all.
+
+    Returns:
+        :class:`LandmarkNME` (``per_image`` has ``N = 1`` for ``(L, 2)`` input).
+
+    Raises:
+        MorphableError: shapes differ, NaN, an unknown normalisation, a zero normaliser, or an image
+            without a visible landmark.
+    """
+    p, g = _landmarks_2d(pred, "predicted"), _landmarks_2d(gt, "ground-truth")
+    if p.shape != g.shape:
+        raise MorphableError(f"predicted and ground-truth landmarks differ in shape: {p.shape} vs {g.shape}")
+    if normalisation == "inter_ocular":
+        if g.shape[1] != 68:
+            raise MorphableError(f"inter-ocular normalisation needs the 68 iBUG landmarks, got {g.shape[1]}")
+        d = np.linalg.norm(g[:, IBUG_OUTER_EYE_CORNERS[0]] - g[:, IBUG_OUTER_EYE_CORNERS[1]], axis=1)
+    elif normalisation == "bbox":
+        extent = g.max(axis=1) - g.min(axis=1)
+        d = np.sqrt(extent[:, 0] * extent[:, 1])
+    else:
+        raise MorphableError(f"unknown normalisation {normalisation!r} (expected 'inter_ocular' or 'bbox')")
+    if not (d > 0).all():
+        raise MorphableError(f"image {int(np.argmin(d > 0))}: the {normalisation} normaliser of the ground truth is 0")
+    mask = np.ones(g.shape[:2], bool) if visible is None else np.asarray(visible)
+    if mask.dtype != bool or mask.shape not in (g.shape[:2], g.shape[1:2]):
+        raise MorphableError(f"visible must be booleans of shape {g.shape[:2]} or {g.shape[1:2]}, "
+                             f"got {mask.dtype} {mask.shape}")
+    mask = np.broadcast_to(mask, g.shape[:2])
+    count = mask.sum(axis=1)
+    if (count == 0).any():
+        raise MorphableError(f"image {int(np.argmin(count))} has no visible landmark")
+    per_image = (np.linalg.norm(p - g, axis=2) * mask).sum(axis=1) / count / d
+    return LandmarkNME(per_image, float(per_image.mean()))
+
+
+def _select_points(points: np.ndarray, spec: np.ndarray, what: str) -> np.ndarray:
+    """``spec`` as coordinates: ``(L,)`` integer indices into ``points (N, 3)``, or ``(L, 3)`` coordinates."""
+    a = np.asarray(spec)
+    if a.ndim == 1 and np.issubdtype(a.dtype, np.integer):
+        if ((a < 0) | (a >= len(points))).any():
+            raise MorphableError(f"{what}: indices must be in 0..{len(points) - 1}")
+        return points[a]
+    return points3(a, what)
+
+
+def align_prediction(pred_points: np.ndarray, gt_points: np.ndarray, *, alignment: Alignment = "rigid",
+                     init: Init = "centroid", pred_landmarks: np.ndarray | None = None,
+                     gt_landmarks: np.ndarray | None = None,
+                     reject_distance: float | None = None) -> SimilarityTransform:
+    """The transform that carries a prediction onto the ground truth before it is scored.
+
+    ``"rigid"`` / ``"similarity"``: :func:`morphable.mesh.icp.icp` of ``pred_points (P, 3)`` onto
+    ``gt_points (M, 3)`` (nearest-point pairs, closed-form Kabsch / Umeyama steps), started from centroids
+    or from landmark pairs; ``"none"``: the identity (the prediction is already in the GT frame).
+
+    Args:
+        pred_landmarks, gt_landmarks: for ``init="landmarks"``: ``(L,)`` vertex indices into the point
+            set, or ``(L, 3)`` coordinates, ``L >= 3`` pairs in the same order.
+        reject_distance: ICP leaves out pairs farther apart than this (GT unit); None keeps all.
+    """
+    pred, gt = points3(pred_points, "predicted points", at_least=3), points3(gt_points, "ground-truth points")
+    if alignment == "none":
+        return SimilarityTransform.identity()
+    if alignment not in ("rigid", "similarity"):
+        raise MorphableError(f"unknown alignment {alignment!r} (expected 'rigid', 'similarity' or 'none')")
+    src = None if pred_landmarks is None else _select_points(pred, pred_landmarks, "predicted landmarks")
+    dst = None if gt_landmarks is None else _select_points(gt, gt_landmarks, "ground-truth landmarks")
+    if src is not None and dst is not None and src.shape != dst.shape:
+        raise MorphableError(f"{len(src)} predicted landmarks for {len(dst)} ground-truth landmarks")
+    return icp(pred, gt, scale=alignment == "similarity", init=init, source_landmarks=src, target_landmarks=dst,
+               reject_distance=reject_distance).transform
+
+
+@dataclass(frozen=True)
+class Nme3D:
+    """:func:`nme_3d`: the NME, the per-GT-point distances ``(M,)`` (GT unit), the GT outer inter-ocular
+    distance that normalises them and the prediction -> GT transform."""
+
+    nme: float
+    distances: np.ndarray
+    inter_ocular: float
+    transform: SimilarityTransform
+
+
+def nme_3d(pred_points: np.ndarray, gt_points: np.ndarray, gt_eye_corners: np.ndarray, *,
+           alignment: Alignment = "rigid", init: Init = "centroid", pred_landmarks: np.ndarray | None = None,
+           gt_landmarks: np.ndarray | None = None, reject_distance: float | None = None) -> Nme3D:
+    """3D normalised mean error of a reconstruction (VRN's protocol).
+
+    The prediction is aligned with :func:`align_prediction` (rigid ICP by default, or similarity), then
+
+        NME = (1/M) sum_{q in gt} min_{p in T(pred)} ||p - q||_2 / ||e_1 - e_2||_2,
+
+    the mean distance from every GT point to its nearest aligned predicted point, over the GT's outer
+    inter-ocular distance (``e_1, e_2`` its outer eye corners, iBUG 36 and 45). Unitless.
+
+    Args:
+        pred_points: ``(P, 3)`` predicted vertices (or points).
+        gt_points: ``(M, 3)`` ground-truth vertices (or points).
+        gt_eye_corners: the GT outer eye corners: ``(2,)`` integer indices into ``gt_points`` or
+            ``(2, 3)`` coordinates.
+        alignment, init, pred_landmarks, gt_landmarks, reject_distance: see :func:`align_prediction`.
+
+    Raises:
+        MorphableError: bad shapes, NaN, eye corners out of range or coinciding.
+    """
+    gt = points3(gt_points, "ground-truth points")
+    eyes = _select_points(gt, gt_eye_corners, "gt_eye_corners")
+    if len(eyes) != 2:
+        raise MorphableError(f"gt_eye_corners must name 2 points, got {len(eyes)}")
+    inter_ocular = float(np.linalg.norm(eyes[0] - eyes[1]))
+    if not inter_ocular > 0:
+        raise MorphableError("gt_eye_corners: the two eye corners coincide")
+    transform = align_prediction(pred_points, gt, alignment=alignment, init=init, pred_landmarks=pred_landmarks,
+                                 gt_landmarks=gt_landmarks, reject_distance=reject_distance)
+    distances, _ = nearest_neighbours(gt, transform.apply(pred_points))
+    return Nme3D(float(distances.mean() / inter_ocular), distances, inter_ocular, transform)
+
+
+@dataclass(frozen=True)
+class PointToPlane:
+    """:func:`point_to_plane_distance`: per-GT-point distances ``(M,)`` in mm, their mean and median, and
+    the prediction -> GT transform."""
+
+    mean_mm: float
+    median_mm: float
+    distances_mm: np.ndarray
+    transform: SimilarityTransform
+
+
+def point_to_plane_distance(pred_vertices: np.ndarray, pred_faces: np.ndarray, gt_points: np.ndarray, *,
+                            unit: str | float = "mm", method: PlaneMethod = "vertex_plane",
+                            alignment: Alignment = "rigid", init: Init = "centroid",
+                            pred_landmarks: np.ndarray | None = None, gt_landmarks: np.ndarray | None = None,
+                            reject_distance: float | None = None) -> PointToPlane:
+    """Distance in mm from every GT point to the aligned predicted surface (HRN / MICC protocol).
+
+    The prediction is aligned with :func:`align_prediction` (its vertices onto the GT points). Then, for
+    every GT point ``q``:
+
+    * ``"vertex_plane"`` (point-to-plane): ``d(q) = |<q - p_j, n_j>|`` with ``p_j`` the nearest aligned
+      predicted vertex (among the vertices of ``pred_faces``) and ``n_j`` its unit area-weighted vertex
+      normal (:func:`morphable.mesh.normals.vertex_normals` of the aligned mesh): the distance to the
+      tangent plane at the nearest predicted point.
+    * ``"triangle"`` (point-to-surface): ``d(q) = min_f dist(q, triangle f)``, exact (libigl AABB tree;
+      needs ``pip install libigl``).
+
+    Distances are multiplied by ``UNIT_TO_MM[unit]``. MICC crops the GT scan to 95 mm around the nose tip
+    first: pass ``gt[np.linalg.norm(gt - nose, axis=1) <= 95 / UNIT_TO_MM[unit]]``.
+
+    Args:
+        pred_vertices: ``(V, 3)``; pred_faces: ``(F, 3)`` integer triangles of the prediction.
+        gt_points: ``(M, 3)`` ground-truth scan points (vertices), same unit as the prediction.
+        unit: the data's length unit (``m``, ``cm``, ``mm`` or mm per unit, :data:`morphable.io.UNIT_TO_MM`).
+        method: ``"vertex_plane"`` or ``"triangle"``.
+        alignment, init, pred_landmarks, gt_landmarks, reject_distance: see :func:`align_prediction`.
+
+    Raises:
+        MorphableError: bad shapes, NaN, faces out of range, an unknown unit or method.
+    """
+    from morphable.io import UNIT_TO_MM
+    from morphable.mesh.normals import vertex_normals
+
+    vertices = points3(pred_vertices, "predicted vertices", at_least=3)
+    gt = points3(gt_points, "ground-truth points")
+    faces = np.asarray(pred_faces)
+    if faces.ndim != 2 or faces.shape[1] != 3 or len(faces) == 0 or not np.issubdtype(faces.dtype, np.integer):
+        raise MorphableError(f"predicted faces must be integers of shape (F, 3) with F >= 1, got {faces.dtype} "
+                             f"{faces.shape}")
+    if ((faces < 0) | (faces >= len(vertices))).any():
+        raise MorphableError(f"predicted faces must index vertices 0..{len(vertices) - 1}")
+    if unit not in UNIT_TO_MM:
+        raise MorphableError(f"unknown unit {unit!r} (expected m, cm, mm or millimetres per unit)")
+    if method not in ("vertex_plane", "triangle"):
+        raise MorphableError(f"unknown method {method!r} (expected 'vertex_plane' or 'triangle')")
+    transform = align_prediction(vertices, gt, alignment=alignment, init=init, pred_landmarks=pred_landmarks,
+                                 gt_landmarks=gt_landmarks, reject_distance=reject_distance)
+    aligned = transform.apply(vertices)
+    if method == "triangle":
+        from morphable.mesh.distance import igl_module
+
+        squared, _, _ = igl_module().point_mesh_squared_distance(gt, aligned, np.ascontiguousarray(faces, np.int64))
+        distances = np.sqrt(squared)
+    else:
+        used = np.unique(faces)
+        normals = vertex_normals(aligned, faces)[used]
+        _, nearest = nearest_neighbours(gt, aligned[used])
+        distances = np.abs(((gt - aligned[used][nearest]) * normals[nearest]).sum(axis=1))
+    distances = distances * UNIT_TO_MM[unit]
+    return PointToPlane(float(distances.mean()), float(np.median(distances)), distances, transform)
