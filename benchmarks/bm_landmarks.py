@@ -33,7 +33,7 @@ def poses(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.stack([yaw, rng.uniform(-pitch, pitch, n), rng.uniform(-roll, roll, n)], axis=1)
 
 
-def main() -> None:
+def main() -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--renders", type=int, default=40, help="renders per pose set")
     parser.add_argument("--ict", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "ict-facekit")
@@ -71,11 +71,11 @@ def main() -> None:
         result["backends"].setdefault(b, {})[kind] = summary
         print(f"{b:<10} {kind:<8} {len(nme):>3}/{args.renders:<3} {summary['nme_mean'] or float('nan'):>9.4f} "
               f"{summary['nme_max'] or float('nan'):>8.4f} {summary['ms_per_image_median']:>9.1f}")
-    out = Path(__file__).parent / "results" / "bm_landmarks.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    return result
 
 
 if __name__ == "__main__":
-    main()
+    results = Path(__file__).parent / "results"
+    results.mkdir(exist_ok=True)
+    (results / "bm_landmarks.json").write_text(json.dumps(main(), indent=2) + "\n")
+    print(f"wrote {results / 'bm_landmarks.json'}")

@@ -55,7 +55,7 @@ class ICTFace:
         """From an ICT-FaceKit folder holding ``ict_face_model_light_f32.npz`` and
         ``FaceXModel/vertex_indices.json`` (its ``idx_to_landmark_verts``)."""
         folder = Path(folder)
-        with np.load(folder / "ict_face_model_light_f32.npz") as data:
+        with np.load(folder / "ict_face_model_light_f32.npz", allow_pickle=False) as data:
             arrays = [data[k] for k in ("neutral", "identity_modes", "triangles")]
         landmarks = json.loads((folder / "FaceXModel" / "vertex_indices.json").read_text())["idx_to_landmark_verts"]
         return cls.from_arrays(*arrays, landmarks)
