@@ -280,6 +280,11 @@ def test_read_photo_converts_and_refuses(tmp_path):
         read_photo(tmp_path / "x.png")
     with pytest.raises(MorphableError, match="photo not found"):
         read_photo(tmp_path / "missing.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "t.png")
+    data = (tmp_path / "t.png").read_bytes()
+    (tmp_path / "t.png").write_bytes(data[:len(data) // 2])  # the header reads, the pixels do not
+    with pytest.raises(MorphableError, match=r"t.png: not a readable image"):
+        read_photo(tmp_path / "t.png")
 
 
 # --------------------------------------------------------------------------- the command

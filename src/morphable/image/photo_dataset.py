@@ -23,9 +23,11 @@ half its size), meshes that do not read.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -38,24 +40,34 @@ N_LANDMARKS = 68
 MAX_PIXELS = 200_000_000
 
 
-def read_photo(path: str | os.PathLike) -> np.ndarray:
-    """``(H, W, 3)`` uint8 RGB pixels of a photo (grey, palette and alpha images are converted)."""
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[Any]:
+    """The PIL image of a regular file ``path``; a broken or oversized image is one line naming it."""
     from PIL import Image
 
     from morphable.io import regular_file
 
-    path = Path(path)
     regular_file(path, "photo")
     try:
         with Image.open(path) as img:
             if img.width * img.height > MAX_PIXELS:
                 raise input_error(path, f"{img.width} x {img.height} pixels is more than {MAX_PIXELS}")
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    except MorphableError:
-        raise
+            yield img
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise input_error(path, f"not a readable image ({message})") from None
+
+
+def read_photo(path: str | os.PathLike) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB pixels of a photo (grey, palette and alpha images are converted)."""
+    with _opened(Path(path)) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def photo_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` of a photo, from its header."""
+    with _opened(Path(path)) as img:
+        return int(img.width), int(img.height)
 
 
 def read_landmarks(path: str | os.PathLike) -> np.ndarray:
@@ -156,8 +168,6 @@ def read_photo_folder(folder: str | os.PathLike, check_meshes: bool = True) -> l
     Raises one :class:`MorphableError` listing every problem, one line each (``"<file>: <problem>"``).
     ``check_meshes=False`` only checks that a mesh file exists, without reading it.
     """
-    from PIL import Image
-
     from morphable.io import read_mesh
 
     folder = Path(folder)
@@ -184,17 +194,13 @@ def read_photo_folder(folder: str | os.PathLike, check_meshes: bool = True) -> l
         if len(photos) > 1 or len(marks) != 1 or len(meshes) > 1:
             continue
         try:
-            with Image.open(photos[0]) as img:
-                size = (int(img.width), int(img.height))
+            size = photo_size(photos[0])
             landmarks = read_landmarks(marks[0])
             _check_inside(marks[0], landmarks, size)
             if meshes and check_meshes:
                 read_mesh(meshes[0])
         except MorphableError as exc:
             problems.append(str(exc))
-            continue
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            problems.append(f"{photos[0]}: not a readable image ({str(exc).splitlines()[0] if str(exc) else exc!r})")
             continue
         samples.append(PhotoSample(photos[0], landmarks, size, meshes[0] if meshes else None))
     if problems:
