@@ -261,18 +261,18 @@ def interpolate(attributes: torch.Tensor, faces: torch.Tensor | np.ndarray, face
         ``(..., C)`` interpolated values, 0 where ``face_index < 0``.
     """
     f = torch.as_tensor(faces, dtype=torch.long, device=attributes.device)
-    corners = f[face_index.clamp(min=0)]  # (..., 3)
+    flat_index = face_index.reshape(-1)
+    pix = torch.nonzero(flat_index >= 0).squeeze(1)  # only covered pixels are evaluated
+    corners = _gather(f, flat_index[pix])  # (P, 3)
+    table = attributes.reshape(-1, attributes.shape[-1])
     if attributes.dim() == 3:
         B, V = attributes.shape[:2]
         if face_index.shape[0] != B:
             raise MorphableError(f"attributes for {B} meshes but face_index of shape {tuple(face_index.shape)}")
-        offset = (torch.arange(B, device=attributes.device) * V).view(B, *([1] * (corners.dim() - 1)))
-        values = attributes.reshape(B * V, -1)[corners + offset]
-    else:
-        values = attributes[corners]
-    values = (values * bary[..., None]).sum(dim=-2)
-    return torch.where((face_index >= 0)[..., None], values, torch.zeros((), dtype=values.dtype,
-                                                                         device=values.device))
+        corners = corners + (pix // (flat_index.numel() // B) * V)[:, None]
+    values = (_gather(table, corners) * bary.reshape(-1, 3)[pix][..., None].to(table.dtype)).sum(dim=1)
+    out = torch.zeros(flat_index.numel(), table.shape[1], dtype=values.dtype, device=values.device)
+    return out.index_put((pix,), values).view(*face_index.shape, table.shape[1])
 
 
 def edge_neighbours(faces: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -295,13 +295,18 @@ _WALK_STEPS = 8
 
 
 def _silhouette_crossings(screen: torch.Tensor, faces: torch.Tensor, neighbours: torch.Tensor, batch: torch.Tensor,
-                          tri: torch.Tensor, pa: torch.Tensor, po: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                          tri: torch.Tensor, other: torch.Tensor, pa: torch.Tensor,
+                          po: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For pixel pairs ``(a, o)`` whose segment starts in triangle ``tri`` (of mesh ``batch``), the silhouette
     edge the segment crosses, found by walking from triangle to neighbour across the exit edges.
 
+    Pairs whose triangles share a vertex and face the same way on screen (the bulk: neighbouring pixels on
+    one smooth surface) are skipped without walking.
+
     Args:
         screen: ``(B, V, 2)`` projected vertices (no autograd); faces, neighbours ``(F, 3)``.
-        batch, tri: ``(N,)``; pa, po: ``(N, 2)`` the pixel centres.
+        batch, tri: ``(N,)``; other: ``(N,)`` the triangle at ``o`` (-1: background); pa, po: ``(N, 2)``
+            the pixel centres.
 
     Returns:
         ``found (N,)`` bool and ``edge (N, 2)`` the edge's two vertex indices into ``screen``.
@@ -314,7 +319,10 @@ def _silhouette_crossings(screen: torch.Tensor, faces: torch.Tensor, neighbours:
     orientation = orientation.view(B, len(faces))
     found = torch.zeros(len(tri), dtype=torch.bool, device=screen.device)
     edge = torch.zeros(len(tri), 2, dtype=torch.long, device=screen.device)
-    active = torch.arange(len(tri), device=screen.device)
+    mine, theirs = _gather(faces, tri), _gather(faces, other.clamp(min=0))
+    touching = (mine[:, :, None] == theirs[:, None, :]).flatten(1).any(dim=1)
+    same_way = orientation[batch, tri] == orientation[batch, other.clamp(min=0)]
+    active = torch.nonzero((other < 0) | ~(touching & same_way)).squeeze(1)
     current = tri.clone()
     for _ in range(_WALK_STEPS):
         if not len(active):
@@ -383,19 +391,20 @@ def antialias(color: torch.Tensor, rendering: Rendering, vertices: torch.Tensor 
     fi = rendering.face_index.reshape(-1)
     depth = rendering.depth.reshape(-1)
     with torch.no_grad():
-        flat = torch.arange(B * H * W, device=vb.device)
-        left, top = flat[flat % W < W - 1], flat[(flat // W) % H < H - 1]
+        grid = fi.view(B, H, W)
+        left = torch.nonzero((grid[:, :, :-1] != grid[:, :, 1:]).reshape(-1)).squeeze(1)  # pairs (p, p + 1)
+        top = torch.nonzero((grid[:, :-1] != grid[:, 1:]).reshape(-1)).squeeze(1)  # pairs (p, p + W)
+        left = left + left // (W - 1)  # from the (B, H, W - 1) grid to pixel indices
+        top = top + top // ((H - 1) * W) * W
         p, q = torch.cat([left, top]), torch.cat([left + 1, top + W])
         horizontal = torch.arange(len(p), device=vb.device) < len(left)
-        differ = fi[p] != fi[q]
-        p, q, horizontal = p[differ], q[differ], horizontal[differ]
         p_front = (fi[q] < 0) | ((fi[p] >= 0) & (depth[p] <= depth[q]))
         a, o = torch.where(p_front, p, q), torch.where(p_front, q, p)
 
         def pixel(idx: torch.Tensor) -> torch.Tensor:
             return torch.stack([idx % W, (idx // W) % H], dim=1).double()
 
-        found, edge = _silhouette_crossings(screen.detach(), f, nb, a // (H * W), fi[a], pixel(a), pixel(o))
+        found, edge = _silhouette_crossings(screen.detach(), f, nb, a // (H * W), fi[a], fi[o], pixel(a), pixel(o))
         span = (screen.detach().reshape(B * V, 2)[edge[:, 1]] - screen.detach().reshape(B * V, 2)[edge[:, 0]]).abs()
         found &= torch.where(horizontal, span[:, 1] >= span[:, 0], span[:, 0] > span[:, 1])
         a, o, edge = a[found], o[found], edge[found]
