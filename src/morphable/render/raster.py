@@ -208,25 +208,26 @@ def rasterize(vertices: torch.Tensor | np.ndarray, faces: torch.Tensor | np.ndar
         views = _Views.of(camera, B, vb)
         v_cam, screen = views.transform(vb)
         winner = _visible_faces(screen, v_cam[..., 2], f, views, near, budget)
-    # the differentiable re-evaluation runs in float64 (float32 screen coordinates cost ~1e-6 relative depth)
-    views = _Views.of(camera, B, vb.double())
+    # the differentiable re-evaluation, for the covered pixels only
+    views = _Views.of(camera, B, vb)
     H, W = views.height, views.width
-    v_cam, screen = views.transform(vb.double())
+    v_cam, screen = views.transform(vb)
     pix = torch.nonzero(winner >= 0).squeeze(1)
     g = winner[pix]
     batch, face = g // len(f), g % len(f)
     corners = _gather(f, face) + (batch * V)[:, None]  # (P, 3) into the flattened batch
     in_image = pix % (H * W)
-    point = torch.stack([in_image % W, in_image // W], dim=1).double()
+    point = torch.stack([in_image % W, in_image // W], dim=1).to(dtype)
     e = _edge_functions(_gather(screen.reshape(B * V, 2), corners), point)
-    b = e / e.sum(dim=1, keepdim=True)
     zc = _gather(v_cam[..., 2].reshape(B * V), corners)
     if views.orthographic:
-        lam, z = b, (b * zc).sum(dim=1)
-    else:
-        w = b / zc
-        z = 1.0 / w.sum(dim=1)
-        lam = w * z[:, None]
+        lam = e / e.sum(dim=1, keepdim=True)
+        z = (lam * zc).sum(dim=1)
+    else:  # lambda_k = (b_k / z_k) / sum_j (b_j / z_j), z = 1 / sum_j (b_j / z_j), b = e / sum(e)
+        w = e / zc
+        total = w.sum(dim=1, keepdim=True)
+        lam = w / total
+        z = e.sum(dim=1) / total[:, 0]
     flat_cam = v_cam.reshape(B * V, 3)
     if smooth:
         n_vertex = vertex_normals(v_cam, f).reshape(B * V, 3)  # normals commute with the rotation
@@ -384,9 +385,9 @@ def antialias(color: torch.Tensor, rendering: Rendering, vertices: torch.Tensor 
     B, V = vb.shape[:2]
     f = torch.as_tensor(faces, dtype=torch.long, device=vb.device)
     nb = (edge_neighbours(f) if neighbours is None else neighbours).to(vb.device)
-    views = _Views.of(camera, B, vb.double())
+    views = _Views.of(camera, B, vb)
     H, W = views.height, views.width
-    screen = views.transform(vb.double())[1]
+    screen = views.transform(vb)[1]
     img = color.reshape(B * H * W, -1)
     fi = rendering.face_index.reshape(-1)
     depth = rendering.depth.reshape(-1)
@@ -402,7 +403,7 @@ def antialias(color: torch.Tensor, rendering: Rendering, vertices: torch.Tensor 
         a, o = torch.where(p_front, p, q), torch.where(p_front, q, p)
 
         def pixel(idx: torch.Tensor) -> torch.Tensor:
-            return torch.stack([idx % W, (idx // W) % H], dim=1).double()
+            return torch.stack([idx % W, (idx // W) % H], dim=1).to(screen.dtype)
 
         found, edge = _silhouette_crossings(screen.detach(), f, nb, a // (H * W), fi[a], fi[o], pixel(a), pixel(o))
         span = (screen.detach().reshape(B * V, 2)[edge[:, 1]] - screen.detach().reshape(B * V, 2)[edge[:, 0]]).abs()
@@ -416,7 +417,7 @@ def antialias(color: torch.Tensor, rendering: Rendering, vertices: torch.Tensor 
         return d1[:, 0] * d2[:, 1] - d2[:, 0] * d1[:, 1]
 
     ea = edge_function(pa)
-    d = (ea / (ea - edge_function(po))).to(img.dtype)
+    d = ea / (ea - edge_function(po))
     into_o = (d >= 0.5).detach()
     target, source = torch.where(into_o, o, a), torch.where(into_o, a, o)
     delta = (d - 0.5).abs()[:, None] * (img[source] - img[target])
