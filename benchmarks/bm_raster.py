@@ -175,7 +175,6 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
 
-    import numpy as np
     import torch
 
     from morphable.data.linear import ICT_SKIN_VERTICES, load_ict

@@ -76,7 +76,7 @@ class _Views:
     orthographic: bool
 
     @classmethod
-    def of(cls, camera: Camera | Sequence[Camera], batch: int, like: torch.Tensor) -> "_Views":
+    def of(cls, camera: Camera | Sequence[Camera], batch: int, like: torch.Tensor) -> _Views:
         cameras = [camera] * batch if isinstance(camera, Camera) else list(camera)
         if len(cameras) != batch:
             raise MorphableError(f"{len(cameras)} cameras for a batch of {batch} meshes")
@@ -204,14 +204,12 @@ def rasterize(vertices: torch.Tensor | np.ndarray, faces: torch.Tensor | np.ndar
     B, V = vb.shape[:2]
     device, dtype = vb.device, vb.dtype
     f = torch.as_tensor(faces, dtype=torch.long, device=device)
-    with torch.no_grad():
-        views = _Views.of(camera, B, vb)
-        v_cam, screen = views.transform(vb)
-        winner = _visible_faces(screen, v_cam[..., 2], f, views, near, budget)
-    # the differentiable re-evaluation, for the covered pixels only
     views = _Views.of(camera, B, vb)
     H, W = views.height, views.width
     v_cam, screen = views.transform(vb)
+    with torch.no_grad():
+        winner = _visible_faces(screen.detach(), v_cam[..., 2].detach(), f, views, near, budget)
+    # the differentiable re-evaluation, for the covered pixels only
     pix = torch.nonzero(winner >= 0).squeeze(1)
     g = winner[pix]
     batch, face = g // len(f), g % len(f)
@@ -238,10 +236,10 @@ def rasterize(vertices: torch.Tensor | np.ndarray, faces: torch.Tensor | np.ndar
     n = torch.nn.functional.normalize(n, dim=-1)
 
     shape = (B, H, W) if batched else (H, W)
-    depth = torch.zeros(B * H * W, dtype=dtype, device=device).index_put((pix,), z.to(dtype))
+    depth = torch.zeros(B * H * W, dtype=dtype, device=device).index_put((pix,), z)
     face_index = torch.full((B * H * W,), -1, dtype=torch.long, device=device).index_put_((pix,), face)
-    bary = torch.zeros(B * H * W, 3, dtype=dtype, device=device).index_put((pix,), lam.to(dtype))
-    normals = torch.zeros(B * H * W, 3, dtype=dtype, device=device).index_put((pix,), n.to(dtype))
+    bary = torch.zeros(B * H * W, 3, dtype=dtype, device=device).index_put((pix,), lam)
+    normals = torch.zeros(B * H * W, 3, dtype=dtype, device=device).index_put((pix,), n)
     return Rendering(depth.view(shape), face_index.view(shape), bary.view(*shape, 3), normals.view(*shape, 3))
 
 
