@@ -110,15 +110,18 @@ def test_depth_barycentrics_and_interpolation_match_finite_differences(orthograp
     assert torch.autograd.gradcheck(maps, (verts, colours))
 
 
-def quad_scene() -> tuple[torch.Tensor, np.ndarray, Camera]:
+def quad_scene(orthographic: bool = False) -> tuple[torch.Tensor, np.ndarray, Camera]:
     """Two triangles of a tilted quadrilateral covering part of a 12 x 10 image (float64)."""
     V = torch.tensor([[-0.71, -0.52, 0.1], [0.63, -0.61, -0.2], [0.58, 0.49, 0.05], [-0.55, 0.66, 0.25]],
                      dtype=torch.float64)
-    return V, np.array([[0, 1, 2], [0, 2, 3]]), Camera.look_at((0.05, 0.02, 3.0), fov_deg=30, width=12, height=10)
+    cam = Camera.look_at((0.05, 0.02, 3.0), fov_deg=30, width=12, height=10,
+                         ortho_height=1.6 if orthographic else None)
+    return V, np.array([[0, 1, 2], [0, 2, 3]]), cam
 
 
-def test_antialias_matches_finite_differences_and_hard_edges_have_none():
-    V, F, cam = quad_scene()
+@pytest.mark.parametrize("orthographic", [False, True])
+def test_antialias_matches_finite_differences_and_hard_edges_have_none(orthographic):
+    V, F, cam = quad_scene(orthographic)
     torch.manual_seed(0)
     albedo = torch.rand(4, 3, dtype=torch.float64)
     sh = torch.zeros(9, 3, dtype=torch.float64)

@@ -276,7 +276,8 @@ def interpolate(attributes: torch.Tensor, faces: torch.Tensor | np.ndarray, face
 
 def edge_neighbours(faces: torch.Tensor | np.ndarray) -> torch.Tensor:
     """For every face and edge ``k`` (the edge opposite corner ``k``), the face across it: ``(F, 3)`` int64,
-    -1 on a boundary edge. An edge with more than two faces pairs them in sorted order (non-manifold)."""
+    -1 on a boundary edge. Of the faces on a non-manifold edge (more than two), the first two in sorted
+    order are paired and the others see a boundary."""
     f = torch.as_tensor(faces, dtype=torch.long)
     a, b = f.roll(-1, dims=1).reshape(-1), f.roll(-2, dims=1).reshape(-1)
     key = torch.minimum(a, b) * (int(f.max()) + 1 if f.numel() else 1) + torch.maximum(a, b)
