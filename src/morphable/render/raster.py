@@ -367,7 +367,8 @@ def antialias(color: torch.Tensor, rendering: Rendering, vertices: torch.Tensor 
 
     all changes computed from the input image and summed. An edge is used by horizontal pairs when it is
     closer to vertical on screen (``|du| <= |dv|``) and by vertical pairs otherwise, so no edge is counted
-    twice; the blended coverage of a straight edge is then exact per pixel row (column). The cost is proportional to the silhouette pixels.
+    twice; the blended coverage of a straight edge is then exact per pixel row (column). The cost is
+    proportional to the silhouette pixels.
 
     Args:
         color: ``([B,] H, W, C)`` image composited over its background (add a coverage channel, 1 on the
