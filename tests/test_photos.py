@@ -190,3 +190,17 @@ def test_one_line_errors(tmp_path, capsys):
     error(["--model", npz, "--count", "3", "--identities", "4"], "--identities must be in 1..--count")
     error(["--model", npz, "--resolution", "8"], "--resolution")
     error(["--model", str(tmp_path / "missing.npz")], "not found")
+
+
+def test_boxes_holding_matches_brute_force():
+    from morphable.data.photos import _boxes_holding
+
+    rng = np.random.default_rng(0)
+    lo = rng.uniform(0, 64, (3000, 2))
+    hi = lo + rng.exponential(2.0, (3000, 2))
+    hi[:20] += 25  # boxes larger than a cell take the brute-force path
+    points = np.concatenate([rng.uniform(0, 64, (60, 2)), lo[:5], hi[20:25]])  # box corners are inside
+    point, box = _boxes_holding(points, lo, hi)
+    brute = np.nonzero(((lo[None] <= points[:, None]) & (points[:, None] <= hi[None])).all(axis=-1))
+    assert sorted(zip(point.tolist(), box.tolist())) == sorted(zip(*(b.tolist() for b in brute)))
+    assert len(point) > 100

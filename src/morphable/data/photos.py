@@ -373,6 +373,32 @@ def _ray_hits(points: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np
     return s, ok & (u >= -1e-9) & (v >= -1e-9) & (u + v <= 1 + 1e-9) & (s > 0)
 
 
+def _boxes_holding(points: np.ndarray, lo: np.ndarray, hi: np.ndarray, cell: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs ``(point, box)`` with ``lo <= point <= hi``: points ``(L, 2)``, boxes ``lo, hi (F, 2)``.
+
+    Boxes no larger than ``cell`` are binned by the cell of their ``lo`` corner (such a box reaches at most
+    the next cell in x and y), so a point looks at 4 bins; larger boxes are tested against every point.
+    Returns index arrays ``(P,)``, ``(P,)``.
+    """
+    small = ((hi - lo) <= cell).all(axis=1)
+    big = np.nonzero(~small)[0]
+    pb, fb = np.nonzero(((lo[big][None] <= points[:, None]) & (points[:, None] <= hi[big][None])).all(axis=-1))
+    ids = np.nonzero(small)[0]
+    corner = np.floor(lo[ids] / cell).astype(np.int64)
+    key = corner[:, 0] * (1 << 32) + corner[:, 1]
+    order = np.argsort(key, kind="stable")
+    ids, key = ids[order], key[order]
+    home = np.floor(points / cell).astype(np.int64)
+    wanted = np.stack([(home[:, 0] - dx) * (1 << 32) + home[:, 1] - dy for dx in (0, 1) for dy in (0, 1)], 1)
+    start, stop = np.searchsorted(key, wanted, "left"), np.searchsorted(key, wanted, "right")
+    counts = (stop - start).reshape(-1)
+    point = np.repeat(np.repeat(np.arange(len(points)), 4), counts)
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    face = ids[np.repeat(start.reshape(-1), counts) + offsets]
+    inside = ((lo[face] <= points[point]) & (points[point] <= hi[face])).all(axis=1)
+    return np.concatenate([point[inside], pb]), np.concatenate([face[inside], big[fb]])
+
+
 def landmark_visibility(points: np.ndarray, K: np.ndarray, width: int, height: int, mesh: np.ndarray,
                         faces: np.ndarray, tolerance: float) -> np.ndarray:
     """Visibility of camera-frame points ``(L, 3)`` (landmark vertices of ``mesh (V, 3)``, ``faces (F, 3)``).
@@ -380,7 +406,8 @@ def landmark_visibility(points: np.ndarray, K: np.ndarray, width: int, height: i
     A point ``p`` is visible when it projects into the ``width x height`` image and no triangle meets the
     ray ``s p`` at a depth more than ``tolerance`` (model units) in front of it, ``s z < z - tolerance``.
     The ray is cast exactly (Moller-Trumbore) against the triangles whose projected bounding box holds the
-    point's projection (a z-buffer would miss occluders smaller than a pixel, such as a lip crease).
+    point's projection (:func:`_boxes_holding`; a z-buffer would miss occluders smaller than a pixel, such
+    as a lip crease).
 
     Returns:
         ``(L,)`` bool.
@@ -392,7 +419,7 @@ def landmark_visibility(points: np.ndarray, K: np.ndarray, width: int, height: i
     tri = tri[front]
     tri_uv = tri[..., :2] / tri[..., 2:] * K[[0, 1], [0, 1]] + K[:2, 2]
     lo, hi = tri_uv.min(axis=1), tri_uv.max(axis=1)
-    point, face = np.nonzero(((lo[None] <= uv[:, None]) & (uv[:, None] <= hi[None])).all(axis=-1))
+    point, face = _boxes_holding(uv, lo, hi)
     s, hit = _ray_hits(points[point].astype(np.float64), tri[face])
     z = points[point, 2]
     occluded = np.zeros(len(points), dtype=bool)
