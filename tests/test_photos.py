@@ -199,6 +199,7 @@ def test_boxes_holding_matches_brute_force():
     lo = rng.uniform(0, 64, (3000, 2))
     hi = lo + rng.exponential(2.0, (3000, 2))
     hi[:20] += 25  # boxes larger than a cell take the brute-force path
+    lo[30:40] = np.inf  # boxes of triangles behind the camera hold nothing
     points = np.concatenate([rng.uniform(0, 64, (60, 2)), lo[:5], hi[20:25]])  # box corners are inside
     point, box = _boxes_holding(points, lo, hi)
     brute = np.nonzero(((lo[None] <= points[:, None]) & (points[:, None] <= hi[None])).all(axis=-1))

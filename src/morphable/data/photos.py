@@ -240,6 +240,7 @@ class Identity:
     texture_srgb: np.ndarray  # (H_t, W_t, 3) uint8
     texture: np.ndarray
     iris: np.ndarray  # (3,) linear RGB
+    corners: np.ndarray  # (3 F_r, 5) float32 per face corner: texture (u, v), then the vertex colour
 
 
 def make_identity(pm: PhotoModel, seed: int, j: int) -> Identity:
@@ -251,7 +252,11 @@ def make_identity(pm: PhotoModel, seed: int, j: int) -> Identity:
     iris = IRIS_COLOURS[rng.integers(len(IRIS_COLOURS))] * rng.uniform(0.8, 1.2)
     vertices = pm.mean + (shape.astype(np.float32) @ pm.shape_basis).reshape(-1, 3)
     linear = np.ascontiguousarray(srgb_to_linear(texture.astype(np.float32) / 255).transpose(2, 0, 1))
-    return Identity(shape, vertices, params, texture, linear, iris)
+    colour = pm.part_colour.copy()
+    colour[colour[:, 0] < 0] = iris
+    colour[pm.pupil] = 0.01
+    corners = np.concatenate([pm.texture_uv[pm.face_uvs], colour[pm.faces]], axis=-1).reshape(-1, 5)
+    return Identity(shape, vertices, params, texture, linear, iris, corners.astype(np.float32))
 
 
 def sample_expression(model: LinearFaceModel, rng: np.random.Generator) -> np.ndarray:
@@ -377,11 +382,14 @@ def _boxes_holding(points: np.ndarray, lo: np.ndarray, hi: np.ndarray, cell: flo
     """All pairs ``(point, box)`` with ``lo <= point <= hi``: points ``(L, 2)``, boxes ``lo, hi (F, 2)``.
 
     Boxes no larger than ``cell`` are binned by the cell of their ``lo`` corner (such a box reaches at most
-    the next cell in x and y), so a point looks at 4 bins; larger boxes are tested against every point.
+    the next cell in x and y), so a point looks at 4 bins; larger boxes are tested against every point;
+    boxes with an infinite corner hold nothing.
     Returns index arrays ``(P,)``, ``(P,)``.
     """
-    small = ((hi - lo) <= cell).all(axis=1)
-    big = np.nonzero(~small)[0]
+    size = hi - lo
+    finite = np.isfinite(size[:, 0]) & np.isfinite(size[:, 1])
+    small = finite & (size[:, 0] <= cell) & (size[:, 1] <= cell)
+    big = np.nonzero(finite & ~small)[0]
     pb, fb = np.nonzero(((lo[big][None] <= points[:, None]) & (points[:, None] <= hi[big][None])).all(axis=-1))
     ids = np.nonzero(small)[0]
     corner = np.floor(lo[ids] / cell).astype(np.int64)
@@ -395,7 +403,8 @@ def _boxes_holding(points: np.ndarray, lo: np.ndarray, hi: np.ndarray, cell: flo
     point = np.repeat(np.repeat(np.arange(len(points)), 4), counts)
     offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
     face = ids[np.repeat(start.reshape(-1), counts) + offsets]
-    inside = ((lo[face] <= points[point]) & (points[point] <= hi[face])).all(axis=1)
+    p, l, h = points[point], lo[face], hi[face]
+    inside = (l[:, 0] <= p[:, 0]) & (p[:, 0] <= h[:, 0]) & (l[:, 1] <= p[:, 1]) & (p[:, 1] <= h[:, 1])
     return np.concatenate([point[inside], pb]), np.concatenate([face[inside], big[fb]])
 
 
@@ -414,13 +423,15 @@ def landmark_visibility(points: np.ndarray, K: np.ndarray, width: int, height: i
     """
     uv = points[:, :2] / points[:, 2:] * K[[0, 1], [0, 1]] + K[:2, 2]
     inside = (uv[:, 0] >= -0.5) & (uv[:, 0] < width - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] < height - 0.5)
-    tri = mesh[faces].astype(np.float64)
-    front = (tri[..., 2] > 0).all(axis=1)
-    tri = tri[front]
-    tri_uv = tri[..., :2] / tri[..., 2:] * K[[0, 1], [0, 1]] + K[:2, 2]
-    lo, hi = tri_uv.min(axis=1), tri_uv.max(axis=1)
+    v = mesh.astype(np.float64)
+    pixels = v[:, :2] / v[:, 2:] * K[[0, 1], [0, 1]] + K[:2, 2]
+    corner = [pixels[faces[:, k]] for k in range(3)]  # elementwise min / max: reductions over axes of 3 are slow
+    lo = np.minimum(np.minimum(corner[0], corner[1]), corner[2])
+    hi = np.maximum(np.maximum(corner[0], corner[1]), corner[2])
+    behind = (v[faces[:, 0], 2] <= 0) | (v[faces[:, 1], 2] <= 0) | (v[faces[:, 2], 2] <= 0)
+    lo[behind] = np.inf
     point, face = _boxes_holding(uv, lo, hi)
-    s, hit = _ray_hits(points[point].astype(np.float64), tri[face])
+    s, hit = _ray_hits(points[point].astype(np.float64), v[faces[face]])
     z = points[point, 2]
     occluded = np.zeros(len(points), dtype=bool)
     occluded[point[hit & (s * z < z - tolerance)]] = True
@@ -451,11 +462,9 @@ def render_photo(pm: PhotoModel, identity: Identity, seed: int, i: int, resoluti
     camera = Camera.from_matrices(K, np.eye(4), resolution, resolution)
     r = rasterize(torch.from_numpy(mesh), pm.faces, camera)
     hit = r.face_index >= 0
-    uv = interpolate(torch.from_numpy(pm.texture_uv.astype(np.float32)), pm.face_uvs, r.face_index, r.bary)
-    colour = pm.part_colour.copy()
-    colour[colour[:, 0] < 0] = identity.iris
-    colour[pm.pupil] = 0.01
-    vertex_albedo = interpolate(torch.from_numpy(colour.astype(np.float32)), pm.faces, r.face_index, r.bary)
+    corner_faces = np.arange(3 * len(pm.faces)).reshape(-1, 3)
+    uv, vertex_albedo = interpolate(torch.from_numpy(identity.corners), corner_faces, r.face_index,
+                                    r.bary).split([2, 3], dim=-1)
     textured = torch.from_numpy(pm.textured)[r.face_index.clamp(min=0)] & hit
     albedo = torch.where(textured[..., None], sample_texture(torch.from_numpy(identity.texture), uv), vertex_albedo)
     lit = shade(albedo, r.normals, torch.from_numpy(sh).float()).clamp(0, 1).numpy()
