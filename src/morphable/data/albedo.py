@@ -180,7 +180,7 @@ def uv_position_map(mean: np.ndarray, faces: np.ndarray, uvs: np.ndarray, face_u
     lo, hi = uvs[used].min(axis=0), uvs[used].max(axis=0)
     if not np.all(hi > lo):
         raise MorphableError("the textured faces' UVs span no area")
-    width = max(1, int(round(height * (hi[0] - lo[0]) / (hi[1] - lo[1]))))
+    width = max(1, int(np.rint(height * (hi[0] - lo[0]) / (hi[1] - lo[1]))))
     t = (uvs - lo) / (hi - lo)
     screen = np.stack([t[:, 0] * width - 0.5, (1 - t[:, 1]) * height - 0.5, np.ones(len(t))], axis=1)
     camera = Camera(1.0, 1.0, 0.0, 0.0, width, height, torch.eye(3, dtype=torch.float64),

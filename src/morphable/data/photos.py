@@ -48,16 +48,17 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from morphable.data.albedo import (AlbedoParams, PositionMap, albedo_param_names, linear_to_srgb,
                                    sample_albedo_params, skin_albedo, srgb_to_linear, uv_position_map)
-from morphable.data.linear import ICT_EXPRESSIONS, N_LANDMARKS, LinearFaceModel, uses_ict_blendshapes
+from morphable.data.linear import ICT_EXPRESSIONS, LinearFaceModel, uses_ict_blendshapes
 from morphable.errors import MorphableError, input_error
 from morphable.io import UNIT_TO_MM, atomic_folder, check_output_folder, read_json, read_npz, write_json
 
@@ -219,7 +220,9 @@ def prepare_photo_model(model: LinearFaceModel, texture_height: int = TEXTURE_HE
             radial = np.linalg.norm((p - p.mean(axis=0))[:, :2], axis=1)
             pupil[np.nonzero(sel)[0]] = radial < PUPIL_FRACTION * radial.max()
             colour[sel] = -1.0
-    basis = lambda b, s: (b[:, vertex_ids] * s[:, None, None]).astype(np.float32).reshape(len(b), -1)  # noqa: E731
+    def basis(modes: np.ndarray, std: np.ndarray) -> np.ndarray:
+        return (modes[:, vertex_ids] * std[:, None, None]).astype(np.float32).reshape(len(modes), -1)
+
     return PhotoModel(model, vertex_ids, mean, basis(model.shape_basis, model.shape_std),
                       basis(model.expression_basis, model.expression_std), faces, textured,
                       pmap.texture_uv(model.uvs), face_uvs, part, names, colour, pupil,
@@ -589,13 +592,20 @@ def _work(indices: list[int]) -> list[dict[str, Any]]:
     return _WORKER(indices)
 
 
-def _blocks(count: int, size: int) -> list[list[int]]:
-    return [list(range(s, min(count, s + size))) for s in range(0, count, size)]
+def _blocks(settings: PhotoSettings, size: int = 32) -> list[list[int]]:
+    """Image indices in blocks of at most ``size``, never mixing identities, so that a worker builds an
+    identity's texture once for the whole block."""
+    blocks: list[list[int]] = []
+    for i in range(settings.count):
+        if not blocks or len(blocks[-1]) == size or settings.identity_of(i) != settings.identity_of(blocks[-1][0]):
+            blocks.append([])
+        blocks[-1].append(i)
+    return blocks
 
 
 def _render_all(pm: PhotoModel, settings: PhotoSettings, root: Path, workers: int) -> Iterator[list[dict]]:
     """Annotations of every image, in order, in blocks (rendered by ``workers`` processes when > 1)."""
-    blocks = _blocks(settings.count, 8)
+    blocks = _blocks(settings)
     if workers <= 1:
         renderer = _Renderer(pm, settings, root)
         yield from map(renderer, blocks)
