@@ -205,3 +205,14 @@ def test_boxes_holding_matches_brute_force():
     brute = np.nonzero(((lo[None] <= points[:, None]) & (points[:, None] <= hi[None])).all(axis=-1))
     assert sorted(zip(point.tolist(), box.tolist())) == sorted(zip(*(b.tolist() for b in brute)))
     assert len(point) > 100
+
+
+def test_any_model_with_uvs_and_landmarks(ict_model, tmp_path):
+    """A model that is not ICT-FaceKit's full head (its outer skin alone) renders all its faces, textured."""
+    from morphable.data.photos import PhotoDataset, PhotoSettings, write_photo_dataset
+
+    skin = ict_model.subset_vertices(11248).truncate(n_shape=10)
+    ds = PhotoDataset(write_photo_dataset(skin, tmp_path / "skin", PhotoSettings(2, 1, 48, seed=1), progress=False))
+    assert ds.info["vertices"] == 11248 and len(ds.faces) == len(skin.faces)
+    assert list(ds.topology["part_names"]) == ["skin"] and ds.topology["textured"].all()
+    assert ds.mask(0).sum() > 100 and ds[1]["shape"].shape == (10,)

@@ -21,7 +21,7 @@ The albedo (linear RGB in [0, 1]) of :func:`skin_albedo` is built from :class:`A
 * freckles: discs of 0.06-0.16 cm radius centred on surface points drawn around the nose tip (weight
   ``exp(-|p - p_30|^2 / (2 (4 cm)^2))``), darker and browner than the skin;
 * lips: inside the outer-lip polygon (landmarks 48-59) seen along ``z``, with a soft 0.15 cm edge (the
-  inner lips, which face down or back, included: ``n_z > -0.5``);
+  inner lips, whatever way they face, included: only the 1.5 cm depth window keeps the back of the head out);
 * brows: a band around each brow polyline (landmarks 17-21, 22-26) in ``x, y``, tapering towards the
   temples, in the hair colour;
 * lash lines: a thin dark band along the upper lids (landmarks 36-39, 42-45);
@@ -270,7 +270,7 @@ def skin_albedo(pmap: PositionMap, params: AlbedoParams) -> np.ndarray:
     def near(indices, depth: float, facing: np.ndarray = front) -> np.ndarray:
         return facing & (p[:, 2] > lm[list(indices), 2].min() - depth)
 
-    lips = near(LIPS, 1.5, n[:, 2] > -0.5)
+    lips = near(LIPS, 1.5, np.ones(len(p), dtype=bool))
     sd = _polygon_signed_distance(p[lips, :2], lm[list(LIPS), :2])
     lip_colour = albedo[lips] * np.array([1.05, 0.55, 0.6])
     albedo[lips] = _blend(albedo[lips], lip_colour, params.lip_strength * _smoothstep(-sd / 0.15 + 0.5))

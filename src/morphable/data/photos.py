@@ -220,6 +220,7 @@ def prepare_photo_model(model: LinearFaceModel, texture_height: int = TEXTURE_HE
             radial = np.linalg.norm((p - p.mean(axis=0))[:, :2], axis=1)
             pupil[np.nonzero(sel)[0]] = radial < PUPIL_FRACTION * radial.max()
             colour[sel] = -1.0
+
     def basis(modes: np.ndarray, std: np.ndarray) -> np.ndarray:
         return (modes[:, vertex_ids] * std[:, None, None]).astype(np.float32).reshape(len(modes), -1)
 
@@ -381,7 +382,8 @@ def _ray_hits(points: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np
     return s, ok & (u >= -1e-9) & (v >= -1e-9) & (u + v <= 1 + 1e-9) & (s > 0)
 
 
-def _boxes_holding(points: np.ndarray, lo: np.ndarray, hi: np.ndarray, cell: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
+def _boxes_holding(points: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                   cell: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
     """All pairs ``(point, box)`` with ``lo <= point <= hi``: points ``(L, 2)``, boxes ``lo, hi (F, 2)``.
 
     Boxes no larger than ``cell`` are binned by the cell of their ``lo`` corner (such a box reaches at most
