@@ -133,7 +133,7 @@ def test_rasterize_equals_naive_raycasting_with_occlusion():
     # float32 input renders the same picture up to float32 precision
     r32 = rasterize(torch.tensor(V, dtype=torch.float32), torch.tensor(F), cam)
     assert (r32.face_index.numpy() == index).mean() > 0.999
-    np.testing.assert_allclose(r32.depth.numpy()[mask], depth[mask], rtol=1e-6)
+    np.testing.assert_allclose(r32.depth.numpy()[mask], depth[mask], rtol=3e-6)  # float32 screen coordinates
 
 
 def test_small_budget_gives_same_image():

@@ -142,3 +142,67 @@ def corner_spread(values: torch.Tensor, vertex: torch.Tensor, n: int) -> torch.T
     hi = torch.full((n, values.shape[1]), -math.inf, dtype=values.dtype).scatter_reduce(0, index, values, "amax")
     lo = torch.full((n, values.shape[1]), math.inf, dtype=values.dtype).scatter_reduce(0, index, values, "amin")
     return (hi - lo).amax(dim=1)
+
+
+@pytest.mark.parametrize("band", [0, 1, 2])
+def test_rendered_sphere_under_one_band_matches_the_analytic_irradiance(band):
+    """A unit-albedo sphere lit by a single SH band: pixel = A_l L(n) / pi (Ramamoorthi-Hanrahan: each band
+    of the radiance is scaled by A_l = pi, 2 pi / 3, pi / 4), with n the exact sphere normal at the pixel."""
+    import trimesh
+
+    from morphable.render import Camera, render_shaded
+
+    m = trimesh.creation.icosphere(4, radius=0.8)
+    cam = Camera.look_at((0.2, -0.3, 3.0), fov_deg=40, width=64, height=64)
+    rng = np.random.default_rng(band)
+    coefficients = rng.normal(size=(2 * band + 1, 3))
+    sh = torch.zeros(9, 3, dtype=torch.float64)
+    sh[band * band:(band + 1) ** 2] = torch.from_numpy(coefficients)
+    image, coverage = render_shaded(torch.from_numpy(m.vertices), m.faces, cam, sh, antialias=False)
+    # exact normals from ray-sphere intersections, in the camera frame
+    rays = cam.rays().numpy()
+    centre = cam.t.numpy()  # the sphere's centre in camera coordinates
+    a, b, c = (rays ** 2).sum(-1), -2 * rays @ centre, centre @ centre - 0.8 ** 2
+    disc = b * b - 4 * a * c
+    t = (-b - np.sqrt(np.maximum(disc, 0))) / (2 * a)
+    n = (t[..., None] * rays - centre) / 0.8
+    x, y, z = n[..., 0], n[..., 1], n[..., 2]
+    c0, c1, c2, c3, c4 = 0.282095, 0.488603, 1.092548, 0.315392, 0.546274
+    basis = {0: [c0 + 0 * x], 1: [c1 * y, c1 * z, c1 * x],
+             2: [c2 * x * y, c2 * y * z, c3 * (3 * z * z - 1), c2 * x * z, c4 * (x * x - y * y)]}[band]
+    radiance = sum(Y[..., None] * coefficients[k] for k, Y in enumerate(basis))
+    expected = [math.pi, 2 * math.pi / 3, math.pi / 4][band] * radiance / math.pi
+    inner = (disc > 0) & (-(n * rays).sum(-1) / np.linalg.norm(rays, axis=-1) > 0.3)
+    assert inner.sum() > 1000 and coverage.numpy()[inner].min() == 1
+    error = np.abs(image.numpy()[inner] - expected[inner]).max()
+    assert error < 0.01 * np.abs(expected[inner]).max()
+    if band > 0:  # negative control: the wrong convolution factor is far off
+        assert np.abs(image.numpy()[inner] * math.pi / [math.pi, 2 * math.pi / 3, math.pi / 4][band]
+                      - expected[inner]).max() > 0.1 * np.abs(expected[inner]).max()
+
+
+def test_render_shaded_texture_gradients():
+    """A textured quad: image gradients w.r.t. texture, SH light and vertex positions (soft edges) match
+    finite differences in float64; a batch of two renders each mesh as one render would."""
+    from morphable.render import Camera, render_shaded
+
+    V = torch.tensor([[-0.7, -0.5, 0.1], [0.6, -0.6, -0.2], [0.6, 0.5, 0.0], [-0.5, 0.6, 0.2]], dtype=torch.float64)
+    F = np.array([[0, 1, 2], [0, 2, 3]])
+    uvs = np.array([[0.1, 0.1], [0.9, 0.15], [0.85, 0.9], [0.12, 0.8]])
+    cam = Camera.look_at((0.0, 0.0, 3.0), fov_deg=30, width=9, height=8)
+    torch.manual_seed(1)
+    texture = torch.rand(3, 5, 6, dtype=torch.float64, requires_grad=True)
+    sh = torch.randn(27, dtype=torch.float64, requires_grad=True)
+    v = V.clone().requires_grad_()
+
+    def render(t, s, x):
+        return render_shaded(x, F, cam, s, texture=t, uvs=uvs, face_uvs=F)[0]
+
+    assert torch.autograd.gradcheck(render, (texture, sh, v), fast_mode=True)
+    batch = torch.stack([V, V * 0.8])
+    both, mask = render_shaded(batch, F, cam, sh.detach().expand(2, 27), texture=texture.detach().expand(2, -1, -1, -1),
+                               uvs=uvs, face_uvs=F)
+    for k in range(2):
+        one, one_mask = render_shaded(batch[k], F, cam, sh.detach(), texture=texture.detach(), uvs=uvs, face_uvs=F)
+        torch.testing.assert_close(both[k], one)
+        torch.testing.assert_close(mask[k], one_mask)

@@ -21,11 +21,11 @@ def vertex_normals(vertices: np.ndarray | torch.Tensor, faces: np.ndarray | torc
     in no face (or whose sum vanishes) gets a zero normal. Differentiable for torch input.
 
     Args:
-        vertices: ``(V, 3)`` float, numpy or torch.
+        vertices: ``(V, 3)`` float, numpy or torch (torch also ``(..., V, 3)``: a batch sharing ``faces``).
         faces: ``(F, 3)`` integer, counter-clockwise seen from outside.
 
     Returns:
-        ``(V, 3)`` unit normals: a float64 numpy array for numpy ``vertices``, else a tensor with the
+        ``(V, 3)`` (``(..., V, 3)``) unit normals: a float64 numpy array for numpy ``vertices``, else a tensor with the
         dtype and device of ``vertices``.
     """
     import torch
@@ -33,9 +33,14 @@ def vertex_normals(vertices: np.ndarray | torch.Tensor, faces: np.ndarray | torc
     as_numpy = not isinstance(vertices, torch.Tensor)
     v = torch.from_numpy(np.asarray(vertices, dtype=np.float64)) if as_numpy else vertices
     f = torch.as_tensor(faces, dtype=torch.long, device=v.device)
-    tri = v[f]
-    cross = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
-    acc = torch.zeros_like(v).index_add_(0, f.reshape(-1), cross.repeat_interleave(3, dim=0))
+    flat = v.reshape(-1, v.shape[-2], 3)  # a batch sharing the faces: (B, V, 3) indexed as (B V, 3)
+    index = f + (torch.arange(flat.shape[0], device=v.device) * v.shape[-2])[:, None, None]  # (B, F, 3)
+    tri = flat.reshape(-1, 3)[index]
+    cross = torch.linalg.cross(tri[..., 1, :] - tri[..., 0, :], tri[..., 2, :] - tri[..., 0, :], dim=-1)
+    acc = torch.zeros_like(flat).reshape(-1, 3)
+    for k in range(3):
+        acc = acc.index_add(0, index[..., k].reshape(-1), cross.reshape(-1, 3))
+    acc = acc.view(v.shape)
     norm = torch.linalg.vector_norm(acc, dim=-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
     out = acc / norm
     return out.numpy() if as_numpy else out

@@ -152,7 +152,11 @@ def intrinsics_from_opengl_projection(projection: Matrix, width: int,
 @dataclass
 class Camera:
     """Pinhole camera: intrinsics ``fx, fy, cx, cy`` (pixels), image ``width x height``, and the
-    world-to-camera rigid transform ``X_c = R X + t`` with ``R (3, 3)``, ``t (3,)`` (OpenCV axes)."""
+    world-to-camera rigid transform ``X_c = R X + t`` with ``R (3, 3)``, ``t (3,)`` (OpenCV axes).
+
+    With ``orthographic=True`` the same axes and pixels but a parallel projection,
+    ``u = fx x_c + cx``, ``v = fy y_c + cy`` (``fx, fy`` in pixels per world unit); depth is still ``z_c``.
+    """
 
     fx: float
     fy: float
@@ -162,15 +166,19 @@ class Camera:
     height: int
     R: torch.Tensor
     t: torch.Tensor
+    orthographic: bool = False
 
     @classmethod
     def look_at(cls, eye: Vec3, target: Vec3 = (0.0, 0.0, 0.0), up: Vec3 = (0.0, 1.0, 0.0), *,
-                fov_deg: float = 30.0, width: int = 256, height: int = 256) -> "Camera":
+                fov_deg: float = 30.0, width: int = 256, height: int = 256,
+                ortho_height: float | None = None) -> "Camera":
         """A camera at ``eye`` looking at ``target`` with ``up`` pointing up in the image.
 
         Axes: ``z = normalise(target - eye)``, ``x = normalise(z x up)``, ``y = z x x`` (image down);
         ``R = [x; y; z]`` (rows), ``t = -R eye``. ``fov_deg`` is the vertical field of view:
-        ``fy = (H / 2) / tan(fov / 2)``, square pixels ``fx = fy``, centred principal point.
+        ``fy = (H / 2) / tan(fov / 2)``, square pixels ``fx = fy``, centred principal point. With
+        ``ortho_height`` the camera is orthographic and sees that many world units from top to bottom
+        (``fx = fy = H / ortho_height``; ``fov_deg`` is ignored).
         """
         eye_t = torch.as_tensor(eye, dtype=torch.float64)
         z = torch.nn.functional.normalize(torch.as_tensor(target, dtype=torch.float64) - eye_t, dim=0)
@@ -180,8 +188,11 @@ class Camera:
         x = x / x.norm()
         y = torch.linalg.cross(z, x, dim=0)
         R = torch.stack([x, y, z])
-        f = 0.5 * height / float(np.tan(np.radians(fov_deg) / 2))
-        return cls(f, f, (width - 1) / 2, (height - 1) / 2, width, height, R, -R @ eye_t)
+        if ortho_height is not None:
+            f = height / ortho_height
+        else:
+            f = 0.5 * height / float(np.tan(np.radians(fov_deg) / 2))
+        return cls(f, f, (width - 1) / 2, (height - 1) / 2, width, height, R, -R @ eye_t, ortho_height is not None)
 
     @classmethod
     def from_matrices(cls, K: Matrix, pose: Matrix, width: int, height: int) -> "Camera":
@@ -215,7 +226,10 @@ class Camera:
         return m
 
     def opengl(self, near: float, far: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """The OpenGL ``(view (4, 4), projection (4, 4))`` that render the same image (rows flipped)."""
+        """The OpenGL ``(view (4, 4), projection (4, 4))`` that render the same image (rows flipped);
+        perspective cameras only."""
+        if self.orthographic:
+            raise MorphableError("Camera.opengl: only perspective cameras have a glFrustum projection")
         return opengl_from_opencv_pose(self.pose), opengl_projection(self.K, self.width, self.height, near, far)
 
     @property
@@ -235,16 +249,32 @@ class Camera:
 
     def project(self, points_cam: torch.Tensor) -> torch.Tensor:
         """Pixel coordinates ``(u, v)`` of camera-frame points: ``(..., 3) -> (..., 2)``."""
-        z = points_cam[..., 2]
-        return torch.stack([self.fx * points_cam[..., 0] / z + self.cx,
-                            self.fy * points_cam[..., 1] / z + self.cy], dim=-1)
+        x, y = points_cam[..., 0], points_cam[..., 1]
+        if not self.orthographic:
+            x, y = x / points_cam[..., 2], y / points_cam[..., 2]
+        return torch.stack([self.fx * x + self.cx, self.fy * y + self.cy], dim=-1)
 
-    def rays(self, device: torch.device | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """Camera-frame ray directions with ``z = 1`` through every pixel centre: ``(H, W, 3)``."""
+    def unproject(self, uv: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+        """The camera-frame point at pixel ``uv (..., 2)`` with camera ``z = depth (...)``: ``(..., 3)``
+        (the inverse of :meth:`project` for that depth)."""
+        x, y = (uv[..., 0] - self.cx) / self.fx, (uv[..., 1] - self.cy) / self.fy
+        if not self.orthographic:
+            x, y = x * depth, y * depth
+        return torch.stack([x, y, depth], dim=-1)
+
+    def pixel_centres(self, device: torch.device | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """``(u, v) = (j, i)`` of every pixel ``(row i, column j)``: ``(H, W, 2)``."""
         i = torch.arange(self.height, device=device, dtype=dtype)
         j = torch.arange(self.width, device=device, dtype=dtype)
         ii, jj = torch.meshgrid(i, j, indexing="ij")
-        return torch.stack([(jj - self.cx) / self.fx, (ii - self.cy) / self.fy, torch.ones_like(ii)], dim=-1)
+        return torch.stack([jj, ii], dim=-1)
+
+    def rays(self, device: torch.device | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """Camera-frame ray directions with ``z = 1`` through every pixel centre: ``(H, W, 3)`` (perspective;
+        an orthographic camera's rays all point along ``+z`` from :meth:`unproject` ``(uv, 0)``)."""
+        uv = self.pixel_centres(device, dtype)
+        return torch.stack([(uv[..., 0] - self.cx) / self.fx, (uv[..., 1] - self.cy) / self.fy,
+                            torch.ones_like(uv[..., 0])], dim=-1)
 
 
 def fibonacci_views(n: int, radius: float, target: Vec3 = (0.0, 0.0, 0.0), *, fov_deg: float = 30.0,
