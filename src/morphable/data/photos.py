@@ -75,9 +75,9 @@ ICT_VERTICES = 26719
 ICT_PARTS: dict[str, tuple[int, int, tuple[float, float, float] | None]] = {
     "skin": (0, 11248, None),
     "mouth_socket": (11248, 13294, (0.12, 0.03, 0.03)),
-    "sclera_left": (21451, 22221, (0.78, 0.74, 0.70)),
+    "sclera_left": (21451, 22221, (0.55, 0.52, 0.48)),
     "iris_left": (22221, 23021, None),
-    "sclera_right": (23021, 23791, (0.78, 0.74, 0.70)),
+    "sclera_right": (23021, 23791, (0.55, 0.52, 0.48)),
     "iris_right": (23791, 24591, None),
 }
 IRIS_COLOURS = np.array([[0.08, 0.04, 0.02], [0.16, 0.08, 0.03], [0.22, 0.16, 0.06], [0.10, 0.16, 0.28],
