@@ -1,11 +1,11 @@
 """``morphable data``: make datasets (synthetic faces, samples of a linear face model, SDF samples of scans,
-depth observations) and check them."""
+depth observations, synthetic photos) and check them."""
 
 from __future__ import annotations
 
 import argparse
 
-from morphable.commands.options import add_output_file
+from morphable.commands.options import add_output_file, add_output_folder
 
 UNIT_CHOICES = "m, cm, mm or millimetres per unit (e.g. 250 when 1 unit = 25 cm)"
 
@@ -46,6 +46,23 @@ def register(subparsers) -> None:
     info.set_defaults(func=run_info)
 
     _add_scan_parsers(sub)
+    _add_photos_parser(sub)
+
+
+def _add_photos_parser(sub) -> None:
+    photos = sub.add_parser("photos", help="synthetic face photos with exact 3D ground truth (docs/images.md)")
+    photos.add_argument("--model", required=True, help="linear model with UVs and 68 landmark vertices "
+                                                       "(ICT-FaceKit FaceXModel folder, generic .npz), or the "
+                                                       "ICT-FaceKit .npz with --uvs-from")
+    photos.add_argument("--uvs-from", metavar="MODEL", help="a model of the same topology whose UVs and landmarks "
+                                                            "to use (ICT-FaceKit .npz: its FaceXModel folder)")
+    add_output_folder(photos, "images, masks, meshes, annotations.npz, dataset.json, contact_sheet.png")
+    photos.add_argument("--count", type=int, default=1000, help="number of photos (default 1000)")
+    photos.add_argument("--identities", type=int, default=100, help="number of identities (default 100)")
+    photos.add_argument("--resolution", type=int, default=224, help="image width and height (default 224)")
+    photos.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    photos.add_argument("--workers", type=int, default=1, help="rendering processes (default 1; same files)")
+    photos.set_defaults(func=run_photos)
 
 
 def _add_scan_parsers(sub) -> None:
@@ -224,4 +241,15 @@ def run_data_depth(args: argparse.Namespace) -> int:
     output_file(args.out, args.overwrite, ".ply")
     info = depth_observation(args.mesh, args.out, n_points=args.n, yaw_deg=args.yaw, seed=args.seed)
     print(f"{info['points']} points seen from {', '.join(f'{e:.3g}' for e in info['eye'])}  ->  {args.out}")
+    return 0
+
+
+def run_photos(args: argparse.Namespace) -> int:
+    from morphable.data.photos import PhotoDataset, PhotoSettings, describe, load_photo_model, write_photo_dataset
+
+    settings = PhotoSettings(args.count, args.identities, args.resolution, args.seed)
+    model, source = load_photo_model(args.model, args.uvs_from)
+    out = write_photo_dataset(model, args.out, settings, source=source, overwrite=args.overwrite,
+                              workers=args.workers)
+    print(f"{describe(PhotoDataset(out))}  ->  {out}; contact sheet: {out / 'contact_sheet.png'}")
     return 0
