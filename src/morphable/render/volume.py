@@ -19,14 +19,16 @@ no gradient; gradients reach the field (its parameters and codes) through ``n_i`
 
 Samplers (chosen without gradients, then evaluated once with them):
 
-* ``"fast"`` (training): a coarse march of ``n_coarse`` uniform samples finds the first sign change
+* ``"fast"`` (training): a coarse march of ``n_coarse`` (32) uniform samples finds the first sign change
   ``s_a > 0 >= s_b``; ``n_refine`` regula-falsi (Illinois) steps locate the root ``t*`` inside that bracket;
   ``n_fine`` samples are spread uniformly over ``t* +- h`` with ``h = window * beta / max(slope, 0.1)``
   (so the window covers about ``+-window`` beta of SDF even at grazing angles) capped at one coarse step;
   ``slope`` is the smaller of the bracket's secant slope ``(s_a - s_b) / (t_b - t_a)`` and the central
   difference of the SDF over ``t* +- h`` (two more samples: the secant of a curved or non-eikonal field can
   overstate the slope at the root, and a window too narrow for the weights biased the gradients; measured on
-  a partly trained NPM field, gradient cosine to a dense reference 0.48 before, 0.997 after). Rays without a sign change first march ``n_fine + 2`` samples over the
+  a partly trained NPM field, gradient cosine to a dense reference 0.48 before, 0.997 after). On a partly
+  trained tri-plane field the maps' cosine to a dense reference was 0.9961 / 0.9973 / 0.9989 with 24 / 32 /
+  48 coarse samples (the misses are thin parts stepped over): 32 is the default. Rays without a sign change first march ``n_fine + 2`` samples over the
   two coarse steps around their smallest coarse SDF (grazing rays that the coarse march stepped over); if
   that finds no crossing either, the window sits at the smallest SDF found (silhouette gradients), with
   opacity near 0.
@@ -119,7 +121,7 @@ class VolumeRendering:
 class FastSampler:
     """Options of the ``"fast"`` sampler (module docstring)."""
 
-    n_coarse: int = 24
+    n_coarse: int = 32
     n_fine: int = 6
     n_refine: int = 4
     window: float = 4.0
