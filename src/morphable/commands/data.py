@@ -62,6 +62,13 @@ def _add_scan_parsers(sub) -> None:
     sdf.add_argument("--n-ball", type=int, default=100_000, help="unit-ball samples per mesh (default 100000)")
     sdf.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sdf.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    maps = sdf.add_argument_group("ground-truth normal maps (for the 2D objectives; Fibonacci cameras looking at "
+                                  "the origin, back faces masked)")
+    maps.add_argument("--views", type=int, default=128, help="cameras per mesh, 0 for no maps (default 128)")
+    maps.add_argument("--map-resolution", type=int, default=64, help="map width and height in pixels (default 64)")
+    maps.add_argument("--view-radius", type=float,
+                      help="camera distance from the origin in normalised units (default: the thesis' 2.6 for "
+                           "heads in the unit sphere, times the normalised bounding radius 0.9)")
     scan = sdf.add_argument_group("real-scan preparation (before normalisation to the unit sphere)")
     cut = scan.add_mutually_exclusive_group()
     cut.add_argument("--cut-below", type=float, metavar="HEIGHT",
@@ -200,16 +207,21 @@ def run_data_sdf(args: argparse.Namespace) -> int:
     from morphable.errors import MorphableError
     from morphable.data.scans import make_sdf_dataset
 
-    for name in ("n_surface", "n_near", "n_ball"):
+    from morphable.data.normal_maps import NormalMapSettings
+
+    for name in ("n_surface", "n_near", "n_ball", "map_resolution"):
         if getattr(args, name) < 1:
             raise MorphableError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.views < 0 or (args.view_radius is not None and not 1.0 < args.view_radius < 1e6):
+        raise MorphableError("--views must be at least 0 and --view-radius above 1 (outside the unit ball)")
+    maps = NormalMapSettings(args.views, args.map_resolution, args.view_radius) if args.views else None
     if args.cut_below is not None:
         normal = tuple(float(axis == args.up_axis) for axis in "xyz")
         cut = (tuple(args.cut_below * n for n in normal), normal)
     else:
         cut = (tuple(args.cut_plane[:3]), tuple(args.cut_plane[3:])) if args.cut_plane else None
     out = make_sdf_dataset(args.meshes, args.out, args.unit, args.region_vertices, args.n_surface, args.n_near,
-                           args.n_ball, args.seed, args.overwrite, cut=cut, largest_component=args.largest_component)
+                           args.n_ball, args.seed, args.overwrite, cut=cut, largest_component=args.largest_component, normal_maps=maps)
     print(f"{SdfDataset(out).describe()}  ->  {out}")
     return 0
 

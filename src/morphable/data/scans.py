@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from morphable.errors import MorphableError, input_error
 from morphable.io import MESH_SUFFIXES, UNIT_TO_MM, read_mesh
 from morphable.mesh.repair import remove_unreferenced_vertices, repair_and_warn
 from morphable.mesh.topology import connected_components
+
+if TYPE_CHECKING:
+    from morphable.data.normal_maps import NormalMapSettings
 
 
 def mesh_files(folder: str | os.PathLike) -> list[Path]:
@@ -94,16 +97,17 @@ def make_sdf_dataset(source: str | os.PathLike, out: str | os.PathLike, unit: st
                      n_surface: int = 250_000, n_near: int = 250_000, n_ball: int = 100_000, seed: int = 0,
                      overwrite: bool = False, progress: bool = True,
                      cut: tuple[Sequence[float], Sequence[float]] | None = None,
-                     largest_component: bool = False) -> Path:
-    """SDF dataset (:func:`morphable.data.sdf.write_sdf_dataset`, shared normalisation) from a mesh file or
-    folder, each mesh prepared by :func:`prepare_scan` (``region_vertices``, ``cut``, ``largest_component``)."""
+                     largest_component: bool = False, normal_maps: NormalMapSettings | None = None) -> Path:
+    """SDF dataset (:func:`morphable.data.sdf.write_sdf_dataset`, shared normalisation, optional ``normal_maps``)
+    from a mesh file or folder, each mesh prepared by :func:`prepare_scan` (``region_vertices``, ``cut``,
+    ``largest_component``)."""
     from morphable.data.sdf import write_sdf_dataset
 
     unit = check_unit(unit, out)
     meshes = [(path.stem, *prepare_scan(path, unit, region_vertices, cut, largest_component))
               for path in mesh_files(source)]
     return write_sdf_dataset(meshes, out, unit, n_surface=n_surface, n_near=n_near, n_ball=n_ball, seed=seed,
-                             overwrite=overwrite, progress=progress)
+                             normal_maps=normal_maps, overwrite=overwrite, progress=progress)
 
 
 def depth_observation(mesh_path: str | os.PathLike, out: str | os.PathLike, n_points: int = 2500,

@@ -31,6 +31,8 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 
+from morphable.data.normal_maps import NormalMaps, NormalMapSettings, read_normal_maps, render_normal_maps, \
+    view_cameras, write_normal_maps
 from morphable.data.registered import check_unit
 from morphable.errors import input_error
 from morphable.io import UNIT_TO_MM, atomic_folder, check_output_folder, atomic_path, read_json, read_npz, write_json
@@ -444,7 +446,8 @@ def write_sdf_dataset(meshes: Sequence[tuple[str, np.ndarray, np.ndarray, np.nda
                       radius: float = DEFAULT_RADIUS, n_surface: int = 250_000, n_near: int = 250_000,
                       n_ball: int = 100_000, face_fraction: float = 0.75, sigmas: Sequence[float] = SIGMAS,
                       sign: SignMethod = "auto", local_band: float = 0.02, seed: int = 0,
-                      overwrite: bool = False, progress: bool = True) -> Path:
+                      normal_maps: NormalMapSettings | None = None, overwrite: bool = False,
+                      progress: bool = True) -> Path:
     """Pre-compute SDF samples for every mesh and write a dataset folder, all or nothing.
 
     Layout: ``<out_dir>/<name>.npz`` per shape (:meth:`SdfSamples.save`) and ``sdf_dataset.json`` with the
@@ -453,6 +456,8 @@ def write_sdf_dataset(meshes: Sequence[tuple[str, np.ndarray, np.ndarray, np.nda
     ``winding``, or ``untrusted``: an open mesh with large holes, whose ball samples are only those with a sound
     sign, see :func:`_sound_ball_samples`) and the settings. Everything is written
     into a temporary sibling folder that is renamed to ``out_dir`` at the end (:func:`morphable.io.atomic_folder`).
+    With ``normal_maps``, ground-truth normal maps of every normalised mesh go to ``<name>_normals.npz``
+    (:mod:`morphable.data.normal_maps`), listed as the shape's ``normal_maps`` entry.
 
     Args:
         meshes: ``(name, vertices (V, 3), faces (F, 3), region_mask (V,))`` in source units; names are
@@ -465,6 +470,7 @@ def write_sdf_dataset(meshes: Sequence[tuple[str, np.ndarray, np.ndarray, np.nda
         n_surface, n_near, n_ball, face_fraction, sigmas, sign, local_band: see
             :func:`precompute_sdf_samples`.
         seed: shape ``i`` uses seed ``(seed, i)``.
+        normal_maps: views, resolution and camera distance of the ground-truth normal maps (None: none).
         overwrite: replace an existing non-empty ``out_dir``.
         progress: progress bars.
 
@@ -488,6 +494,7 @@ def write_sdf_dataset(meshes: Sequence[tuple[str, np.ndarray, np.ndarray, np.nda
         raise ValueError(f"unknown normalisation {normalisation!r}")
     shared = Similarity.fit([p.vertices for _, p in prepared], radius) if normalisation == "shared" else None
 
+    cameras = view_cameras(normal_maps, radius) if normal_maps is not None else []
     with atomic_folder(out_dir) as tmp:
         shapes = []
         items = enumerate(prepared)
@@ -506,9 +513,14 @@ def write_sdf_dataset(meshes: Sequence[tuple[str, np.ndarray, np.ndarray, np.nda
             shapes.append({"name": name, "file": f"{name}.npz", "similarity": sim.to_dict(), "n_vertices": len(V),
                            "n_faces": len(F), "open_edges": int(edge_report(F, len(V)).n_open_edges),
                            "sign": mesh.sign if sign == "auto" else sign, "repair": dataclasses.asdict(report)})
+            if normal_maps is not None:
+                write_normal_maps(tmp / f"{name}_normals.npz", render_normal_maps(sim.apply(V), F, cameras))
+                shapes[-1]["normal_maps"] = f"{name}_normals.npz"
         settings = {"normalisation": normalisation, "radius": radius, "n_surface": n_surface, "n_near": n_near,
                     "n_ball": n_ball, "face_fraction": face_fraction, "sigmas": list(map(float, sigmas)),
                     "sign": sign, "local_band": local_band, "seed": seed}
+        if normal_maps is not None:
+            settings["normal_maps"] = normal_maps.to_dict(radius)
         write_json(tmp / DATASET_JSON, {"format_version": FORMAT_VERSION, "unit": unit, "settings": settings,
                                         "shapes": shapes})
     return out_dir
@@ -555,6 +567,8 @@ class SdfDataset(torch.utils.data.Dataset):
             self.names = [s["name"] for s in shapes]
             self.similarities = [Similarity.from_dict(s["similarity"]) for s in shapes]
             files = [_dataset_member(self.root, info_path, s["file"]) for s in shapes]
+            self.normal_map_files = [_dataset_member(self.root, info_path, s["normal_maps"]) if "normal_maps" in s
+                                     else None for s in shapes]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise input_error(info_path, f"malformed SDF dataset description ({exc!r})") from None
         for name, sim in zip(self.names, self.similarities):
@@ -572,6 +586,7 @@ class SdfDataset(torch.utils.data.Dataset):
         self.counts = counts
         self.seed = seed
         self.epoch: int | None = None
+        self._normal_maps: dict[int, NormalMaps] = {}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -588,6 +603,16 @@ class SdfDataset(torch.utils.data.Dataset):
         item = subsample(self.samples[index], self.counts, generator)
         item["index"] = torch.tensor(index, dtype=torch.long)
         return item
+
+    def normal_maps(self, index: int) -> NormalMaps:
+        """The ground-truth normal maps of shape ``index`` (:func:`morphable.data.normal_maps.read_normal_maps`),
+        read on first use and kept."""
+        if self.normal_map_files[index] is None:
+            raise input_error(self.root / DATASET_JSON, f"shape '{self.names[index]}' has no normal maps (write the "
+                                                        "dataset with 'morphable data sdf --views N')")
+        if index not in self._normal_maps:
+            self._normal_maps[index] = read_normal_maps(self.normal_map_files[index])
+        return self._normal_maps[index]
 
     def to_mm(self, index: int, length: float | np.ndarray) -> float | np.ndarray:
         """A length in normalised units of shape ``index``, in millimetres."""

@@ -23,8 +23,10 @@ Samplers (chosen without gradients, then evaluated once with them):
   ``s_a > 0 >= s_b``; ``n_refine`` regula-falsi (Illinois) steps locate the root ``t*`` inside that bracket;
   ``n_fine`` samples are spread uniformly over ``t* +- h`` with ``h = window * beta / max(slope, 0.1)``
   (``slope = (s_a - s_b) / (t_b - t_a)``, so the window covers about ``+-window`` beta of SDF even at grazing
-  angles) capped at one coarse step. Rays without a sign change get the window around their smallest coarse
-  SDF (silhouette gradients), with opacity near 0.
+  angles) capped at one coarse step. Rays without a sign change first march ``n_fine + 2`` samples over the
+  two coarse steps around their smallest coarse SDF (grazing rays that the coarse march stepped over); if
+  that finds no crossing either, the window sits at the smallest SDF found (silhouette gradients), with
+  opacity near 0.
 * ``"error_bounded"`` (reference): VolSDF's sampler (Yariv et al. 2021, Algorithm 1) with the thesis'
   settings (sec. 5.2: 32 samples, 32 evaluation samples, epsilon 0.1, 10 beta iterations, at most 10
   iterations). Starting from ``n_eval`` uniform samples it bounds the opacity error of the quadrature,
@@ -176,18 +178,34 @@ def _uniform(rays: _Rays, n: int) -> torch.Tensor:
     return rays.t_lo[..., None] + (rays.t_hi - rays.t_lo)[..., None] * u
 
 
+def _first_crossing(t: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The first bracket ``s_a > 0 >= s_b`` of samples t, s (..., M): ``(found, t_a, t_b, s_a, s_b)`` (...)."""
+    change = (s[..., :-1] > 0) & (s[..., 1:] <= 0)
+    found = change.any(-1)
+    first = torch.where(found, change.float().argmax(-1), 0)[..., None]
+    return (found, t.gather(-1, first)[..., 0], t.gather(-1, first + 1)[..., 0], s.gather(-1, first)[..., 0],
+            s.gather(-1, first + 1)[..., 0])
+
+
 @torch.no_grad()
 def _fast_samples(sdf_fn: SdfFn, rays: _Rays, beta: float, opts: FastSampler) -> torch.Tensor:
     """The fast sampler's ``n_fine`` sorted sample distances: (B, R, n_fine)."""
     t = _uniform(rays, opts.n_coarse)
     s = _eval_sdf(sdf_fn, rays, t)
-    change = (s[..., :-1] > 0) & (s[..., 1:] <= 0)
-    hit = change.any(-1) | (s[..., 0] <= 0)
-    first = torch.where(change.any(-1), change.float().argmax(-1), 0)
-    t_a, t_b = t.gather(-1, first[..., None])[..., 0], t.gather(-1, first[..., None] + 1)[..., 0]
-    s_a, s_b = s.gather(-1, first[..., None])[..., 0], s.gather(-1, first[..., None] + 1)[..., 0]
-    inside_at_start = s[..., 0] <= 0
+    hit, t_a, t_b, s_a, s_b = _first_crossing(t, s)
     step = (rays.t_hi - rays.t_lo) / (opts.n_coarse - 1)
+    # rays without a crossing: march the two coarse steps around their smallest SDF (grazing rays)
+    nearest = t.gather(-1, s.argmin(-1, keepdim=True))[..., 0]
+    u = torch.linspace(-1.0, 1.0, opts.n_fine + 2, dtype=t.dtype, device=t.device)
+    t_near = torch.maximum(torch.minimum(nearest[..., None] + step[..., None] * u, rays.t_hi[..., None]),
+                           rays.t_lo[..., None])
+    s_near = _eval_sdf(sdf_fn, rays, t_near)
+    grazing, g_a, g_b, gs_a, gs_b = _first_crossing(t_near, s_near)
+    grazing &= ~hit
+    t_a, t_b = torch.where(grazing, g_a, t_a), torch.where(grazing, g_b, t_b)
+    s_a, s_b = torch.where(grazing, gs_a, s_a), torch.where(grazing, gs_b, s_b)
+    nearest = t_near.gather(-1, s_near.argmin(-1, keepdim=True))[..., 0]
+    hit = hit | grazing
     slope = ((s_a - s_b) / (t_b - t_a).clamp(min=1e-12)).clamp(min=0.1)
     lo, hi, f_lo, f_hi = t_a, t_b, s_a, s_b
     root = torch.where(s_a - s_b > 0, t_a + (t_b - t_a) * s_a / (s_a - s_b).clamp(min=1e-30), t_a)
@@ -198,8 +216,7 @@ def _fast_samples(sdf_fn: SdfFn, rays: _Rays, beta: float, opts: FastSampler) ->
         lo, f_lo = torch.where(left, lo, root), torch.where(left, 0.5 * f_lo, f_root)
         denom = f_lo - f_hi
         root = torch.where(denom > 0, lo + (hi - lo) * f_lo / denom.clamp(min=1e-30), 0.5 * (lo + hi))
-    nearest = t.gather(-1, s.argmin(-1, keepdim=True))[..., 0]
-    centre = torch.where(inside_at_start, rays.t_lo, torch.where(hit, root, nearest))
+    centre = torch.where(s[..., 0] <= 0, rays.t_lo, torch.where(hit, root, nearest))
     half = torch.minimum(opts.window * beta / slope, step)
     u = torch.linspace(-1.0, 1.0, opts.n_fine, dtype=t.dtype, device=t.device)
     fine = centre[..., None] + half[..., None] * u
