@@ -462,18 +462,23 @@ def _ablation(model: ImplicitConfig, weights: dict[str, float] | None = None, vi
     return config
 
 
+def _triplane_full_small() -> ExperimentConfig:
+    """The full model at the CPU size (also the ablation's "full")."""
+    return _ablation(TriplaneConfig(**TP_SMALL), views=True, staged=True)
+
+
 PRESETS: dict[str, Callable[[], ExperimentConfig]] = {  # every value's method is a key of METHODS
     "npm": lambda: _implicit("npm", NPMConfig(), batch_size=32, epochs=10000),
     "npm-small": lambda: _implicit_small("npm", NPMConfig(hidden=64, n_layers=4)),
     "triplane": lambda: _implicit("triplane", TriplaneConfig(), batch_size=4, epochs=15000),
     "triplane-small": lambda: _implicit_small("triplane", TriplaneConfig(**TP_SMALL)),
     "triplane-full": _triplane_full,
-    "triplane-full-small": lambda: _ablation(TriplaneConfig(**TP_SMALL), views=True, staged=True),
+    "triplane-full-small": _triplane_full_small,
     "ablation-npm": lambda: _ablation(NPMConfig(hidden=64, n_layers=4)),
     "ablation-tp3d": lambda: _ablation(TriplaneConfig(**TP_SMALL), NPM_3D_WEIGHTS),
     "ablation-tp3d-reg": lambda: _ablation(TriplaneConfig(**TP_SMALL), {**NPM_3D_WEIGHTS, **PLANE_REGULARISER_WEIGHTS}),
     "ablation-tp2d-reg": lambda: _ablation(TriplaneConfig(**TP_SMALL), NO_3D_WEIGHTS, views=True),
-    "ablation-full": lambda: _ablation(TriplaneConfig(**TP_SMALL), views=True, staged=True),
+    "ablation-full": _triplane_full_small,
     "pca": lambda: ExperimentConfig(method="pca", model=PCAConfig(latent=8)),
     "coma": _coma,
     "deep3dmm-spectral": lambda: _coma("fused", "deep3dmm-spectral"),

@@ -71,7 +71,7 @@ class NormalMapViews:
         self.dataset, self.views, self.seed = dataset, views, seed
         self.epoch: int | None = None
         self.maps = [(torch.as_tensor(np.asarray(n) * np.asarray(m)[..., None], dtype=torch.float32),
-                      torch.as_tensor(np.asarray(k), dtype=torch.float64),
+                      torch.tensor(np.array(k), dtype=torch.float64),
                       torch.as_tensor(np.asarray(p), dtype=torch.float64)) for n, m, k, p in maps]
 
     def __len__(self) -> int:
@@ -120,7 +120,27 @@ def prepare_data(config: ExperimentConfig) -> ImplicitData:
     model = config.model
     dataset = SdfDataset(data.path, SubsampleCounts(model.surface_face, model.surface_nonface, model.ball),
                          seed=config.seed)
-    return ImplicitData(dataset, ValidationDraws(dataset, config.seed + 1))
+    train = normal_map_views(dataset, config) if model.views_per_step else dataset
+    return ImplicitData(train, ValidationDraws(dataset, config.seed + 1), dataset)
+
+
+def normal_map_views(dataset, config: ExperimentConfig) -> NormalMapViews:
+    """The dataset with its ground-truth normal maps (:meth:`SdfDataset.normal_maps`) for the 2D objectives;
+    maps a model cannot use (fewer views than ``views_per_step``, a side that ``render_resolution`` does not
+    divide) are a one-line error naming the file."""
+    model = config.model
+    maps = []
+    for index in range(len(dataset)):
+        found = dataset.normal_maps(index)
+        n_views, height, width = found.mask.shape
+        path = dataset.normal_map_files[index]
+        if n_views < model.views_per_step:
+            raise input_error(path, f"{n_views} views, fewer than the {model.views_per_step} the model renders a step")
+        if height != width or height % model.render_resolution:
+            raise input_error(path, f"{height} x {width} maps: render_resolution {model.render_resolution} must "
+                                    "divide their (square) side")
+        maps.append((found.normals, found.mask, np.broadcast_to(found.K, (n_views, 3, 3)), found.poses))
+    return NormalMapViews(dataset, maps, model.views_per_step, config.seed)
 
 
 def evaluation_data(config: ExperimentConfig) -> None:
