@@ -302,3 +302,20 @@ def test_resume_across_a_stage_boundary_is_bit_identical(views, tmp_path):
     assert [r["stage"] for r in rows] == ["0", "0", "1", "2"]
     assert [r["train_generator"] != "" for r in rows] == [True, True, False, False]
     assert [r.get("train_density", "") != "" for r in rows] == [True, True, True, False]
+
+
+def test_loss_plot_marks_the_stage_boundaries(tmp_path, monkeypatch):
+    """``plots/losses.png`` draws a dashed line in every panel where log.csv's stage changes."""
+    import morphable.viz as viz
+    from morphable.train.loop import append_log
+
+    for epoch, stage in enumerate([0, 0, 1, 2, 2], start=1):
+        append_log(tmp_path / "log.csv", {"epoch": epoch, "train_loss": 1.0 / epoch, "lr_sdf": 1e-3, "stage": stage})
+    figures = []
+    monkeypatch.setattr(viz, "save_figure", lambda fig, path: figures.append(fig))
+    viz.loss_curves(tmp_path / "log.csv", tmp_path / "losses.png")
+    panels = [ax for ax in figures[0].axes if ax.get_title()]
+    assert len(panels) == 2  # loss and learning rate
+    for ax in panels:
+        dashed = [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"]
+        assert dashed == [2.5, 3.5]

@@ -5,7 +5,26 @@ lives in a :class:`~morphable.implicit.deepsdf.LatentTable`. The network (``netw
 ``TrainConfig.optimizer`` (AdamW in the presets), the codes with SparseAdam (optimisers ``sdf`` and ``codes``;
 thesis 5.2.2: lr 5e-5 / 1e-3, weight decay 0.02, the learning rates multiplied by ``TrainConfig.lr_decay``
 = 0.75 every ``decay_interval`` = 1000 / ``decay_interval_latent`` = 2000 epochs, gradient-norm clipping 0.1
-for both). One stage; the epoch with the lowest ``loss`` (validation when there is validation data) is kept.
+for both). Without stages or 2D objectives the epoch with the lowest ``loss`` (validation when there is
+validation data) is kept; otherwise the last epoch (a GAN's losses do not measure quality, and a stage switch
+changes what ``loss`` sums).
+
+2D objectives (``views_per_step > 0``, thesis 4.2.3): the network also holds the volume renderer's Laplace
+density (learnable beta, ``networks["sdf"].density``), and a second network ``networks["discriminator"]``
+(:class:`~morphable.implicit.discriminator.NormalMapDiscriminator`) has its own optimiser ``discriminator``
+(SGD at ``lr_discriminator``, thesis 2e-4, no momentum, constant rate). A step of a stage with 2D objectives
+renders each shape's views once (:meth:`ImplicitMethod.render_views`), then alternates inside the step:
+
+1. discriminator: ``lambda_d [softplus(D(N)) + softplus(-D(N_gt)) + s lambda_R1 |grad D(N_gt)|^2]`` on the
+   detached renders ``N`` and the ground truth (eqs. 4.8, 4.10; lambda_R1 = 5 as printed, i.e.
+   ``r1_penalty`` with gamma 10; ``s = r1_every`` every ``r1_every``-th step, else 0: lazy R1);
+2. network and codes: the 3D objectives ``+ lambda_nmr L1(N, N_gt) + lambda_g softplus(-D(N))`` (eqs. 4.6,
+   4.9, 4.15) with the updated discriminator, whose parameters get no gradient from it.
+
+Stages (:mod:`morphable.implicit.stages`): ``on_epoch_start`` sets ``stage`` and the weights of the epoch's
+stage (its ``off`` objectives at 0); in a stage without 2D objectives nothing is rendered and the
+discriminator rests (its weights and optimiser state are still checkpointed, so a resume is exact).
+The 2D objectives run in one process (the renderer evaluates the field outside the DDP wrapper).
 
 One training step on a batch of B shapes (``SdfDataset`` items, collated) with codes ``z_b``:
 
