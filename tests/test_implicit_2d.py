@@ -105,7 +105,7 @@ def test_r1_of_the_discriminator_matches_central_differences(float64_default):
             step = step.reshape_as(x)
             grads.reshape(2, -1)[:, j] = (disc(x + step) - disc(x - step)) / (2 * h)
     expected = 5.0 * grads.square().flatten(1).sum(1).mean()
-    assert float(penalty) == pytest.approx(float(expected), rel=1e-7)
+    assert float(penalty.detach()) == pytest.approx(float(expected), rel=1e-7)
     assert float(expected) > 1e-3  # a real gradient, not a trivial zero
 
 
@@ -319,3 +319,18 @@ def test_loss_plot_marks_the_stage_boundaries(tmp_path, monkeypatch):
     for ax in panels:
         dashed = [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"]
         assert dashed == [2.5, 3.5]
+
+
+def test_generator_term_rewards_maps_the_discriminator_calls_real(views):
+    """``L_g = mean softplus(-D(N))`` (eq. 4.9): with a discriminator that scores every map 3 (real), the
+    generator's term is softplus(-3) = 0.0486; wired backwards it would be softplus(3) = 3.05."""
+    data, maps = views
+    config = tiny_config()
+    config.model.loss_weights = {"discriminator": 0.0}  # no discriminator step: the stub is not trained
+    method = ImplicitMethod(config, len(data), CPU)
+    method.on_epoch_start(0)
+    method.forward_networks["discriminator"] = lambda x: torch.full((len(x),), 3.0)
+    dataset = NormalMapViews(data, maps, views=1, seed=0)
+    losses = method.training_step(torch.utils.data.default_collate([dataset[0], dataset[1]]), step=0)
+    assert losses["generator"] == pytest.approx(float(F.softplus(torch.tensor(-3.0))), rel=1e-6)
+    assert "discriminator" not in losses
