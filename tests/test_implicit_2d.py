@@ -164,7 +164,7 @@ def test_two_d_step_renders_trains_and_leaves_the_discriminator_to_its_own_step(
     batch = torch.utils.data.default_collate([dataset[0], dataset[1]])
     assert batch["view_normals"].shape == (2, 1, MAP, MAP, 3) and batch["view_pose"].shape == (2, 1, 4, 4)
     disc_before = [p.detach().clone() for p in method.discriminator.parameters()]
-    beta_before = float(method.network.density.beta)
+    beta_before = float(method.network.density.beta.detach())
     losses = method.training_step(batch, step=1)  # odd step: no R1
     assert {"normal_map", "generator", "discriminator", "r1", "surface", "loss"} <= set(losses)
     weights = method.weights
@@ -176,7 +176,7 @@ def test_two_d_step_renders_trains_and_leaves_the_discriminator_to_its_own_step(
     assert rendered.shape == target.shape == (2, 1, RENDER, RENDER, 3)
     full = batch["view_normals"]  # the target is every other ground-truth pixel, from one of 4 offsets
     assert sum(torch.equal(target, full[:, :, oy::2, ox::2]) for oy in (0, 1) for ox in (0, 1)) == 1
-    assert float(method.network.density.beta) != beta_before  # beta trains with the network
+    assert float(method.network.density.beta.detach()) != beta_before  # beta trains with the network
     moved = [not torch.equal(a, b.detach()) for a, b in zip(disc_before, method.discriminator.parameters())]
     assert all(moved)  # the discriminator took its step
 
