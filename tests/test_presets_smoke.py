@@ -29,6 +29,11 @@ def shrink(config):
         model.hidden = min(model.hidden, 32)
         if hasattr(model, "resolution"):
             model.resolution, model.channels, model.base_channels = 32, 4, 8
+        if model.views_per_step:  # one 8 x 8 view of the fixture's 64 x 64 maps, a narrow discriminator
+            model.views_per_step, model.render_resolution, model.discriminator_width_divisor = 1, 8, 16
+        if model.stages:  # every stage for one epoch: the switches run too
+            config.train.epochs = len(model.stages)
+            model.stages = [{**stage, "start": k} for k, stage in enumerate(model.stages)]
         config.train.batch_size = 2
     return config
 
@@ -51,11 +56,20 @@ def test_implicit_preset_trains_and_evaluates(preset, sdf_dir, tmp_path):
     config.data.path = str(sdf_dir)
     metrics = train(config, tmp_path / "run", progress=False)
     assert metrics["n_shapes"] == 2 and np.isfinite(metrics["final"]["loss"])
+    expected = list(range(len(config.model.stages))) if config.model.stages else [0] * config.train.epochs
+    assert [int(row["stage"]) for row in _rows(tmp_path / "run")] == expected
     assert np.isfinite(metrics["validation"]["loss"])
     assert (tmp_path / "run" / "plots" / "losses.png").exists()
     assert (tmp_path / "run" / "plots" / "training_shapes.png").exists()
     again = evaluate(tmp_path / "run")
     assert again["final"] == metrics["final"]
+
+
+def _rows(run):
+    import csv
+
+    with open(run / "log.csv", newline="") as f:
+        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from morphable.errors import MorphableError
 FAMILIES = ("explicit", "implicit", "image")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 PROTOCOLS = ("interpolation", "extrapolation", "identity")
+SAMPLERS = ("fast", "error_bounded")
 
 
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
@@ -183,6 +184,15 @@ class ImplicitConfig:
     ``surface_face`` / ``surface_nonface`` (also per near-surface level) and ``ball``. ``loss_weights``
     overrides the method's default weights (``implicit.losses.LossWeights`` field names).
     ``radius``: the sphere the network starts as (geometric initialisation).
+
+    2D objectives (thesis 4.2.3, on when ``views_per_step > 0``): every step renders ``views_per_step``
+    ground-truth views of each shape in the batch (``<shape>_normals.npz`` of ``morphable data sdf``) at
+    ``render_resolution`` pixels a side (the ground-truth maps' side divided by a whole stride: 32 of 64 is
+    every other pixel of the same field of view) with the volume renderer's ``sampler`` (``fast`` or
+    ``error_bounded``); the pi-GAN discriminator (widths divided by ``discriminator_width_divisor``) is
+    trained with SGD at ``lr_discriminator`` and an R1 penalty ``r1_lambda E|grad D|^2`` (eq. 4.10) applied
+    every ``r1_every`` steps and multiplied by it (lazy R1; 1: every step). ``stages``: the multi-stage
+    schedule (``implicit.stages``: ``[{"start": epoch, "off": [losses]}]``; empty: one stage).
     """
 
     latent: int = 512
@@ -197,9 +207,28 @@ class ImplicitConfig:
     ball: int = 300
     radius: float = 0.5
     loss_weights: dict[str, float] = field(default_factory=dict)
+    views_per_step: int = 0
+    render_resolution: int = 64
+    sampler: str = "fast"
+    lr_discriminator: float = 2e-4
+    r1_lambda: float = 5.0
+    r1_every: int = 1
+    discriminator_width_divisor: int = 1
+    stages: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        from morphable.implicit.stages import parse_stages
+
         check_positive("model.latent (--latent)", self.latent)
+        check_range("model.views_per_step", self.views_per_step, 0, None)
+        if self.render_resolution < 4 or self.render_resolution & (self.render_resolution - 1):
+            raise MorphableError(f"model.render_resolution must be a power of two >= 4; got {self.render_resolution}")
+        check_choice("model.sampler", self.sampler, SAMPLERS)
+        check_range("model.lr_discriminator", self.lr_discriminator, 0.0, None, lower_open=True)
+        check_range("model.r1_lambda", self.r1_lambda, 0.0, None)
+        check_positive("model.r1_every", self.r1_every)
+        check_positive("model.discriminator_width_divisor", self.discriminator_width_divisor)
+        parse_stages(self.stages)
         for name in ("decay_interval", "decay_interval_latent", "surface_face", "ball"):
             check_positive(f"model.{name}", getattr(self, name))
         for name in ("grad_clip", "grad_clip_latent", "surface_nonface"):
@@ -379,12 +408,77 @@ def _implicit_small(method: str, model: ImplicitConfig) -> ExperimentConfig:
     return _implicit(method, model, batch_size=2, epochs=20, lr=1e-3)
 
 
+ABLATION_EPOCHS = 300
+"""Total epochs of every CPU-sized ablation preset (thesis 6.3.1 on 2 CPU cores: see docs/implicit.md)."""
+TP_SMALL = dict(channels=8, resolution=32, base_channels=16, hidden=32, n_layers=3)
+NPM_3D_WEIGHTS = dict(surface=2.0, normal=0.3, eikonal=0.1, non_surface=0.01, density=0.0, total_variation=0.0,
+                      triplane=0.0)
+"""Thesis 5.2.2: NPM and the 3D-only ablations (no density, TV or plane terms; the tri-plane ablations have no
+code term either, as Table 4.1)."""
+PLANE_REGULARISER_WEIGHTS = dict(density=1e-5, total_variation=1e-4, triplane=1e-4)  # Table 4.1
+NO_3D_WEIGHTS = dict(surface=0.0, normal=0.0, eikonal=0.0, non_surface=0.0)
+"""TP_2D_reg: no 3D supervision; the thesis lists only nmr, g, d, edr, tv and tp, so eikonal and non-surface
+terms are off too."""
+
+
+def _with_views(config: ExperimentConfig, views: int = 2, resolution: int = 64, width_divisor: int = 1,
+                lr_discriminator: float = 2e-4, r1_every: int = 1) -> ExperimentConfig:
+    """``config`` with the 2D objectives: ``views`` rendered views per shape and step at ``resolution``."""
+    model = config.model
+    model.views_per_step, model.render_resolution = views, resolution
+    model.discriminator_width_divisor, model.lr_discriminator, model.r1_every = width_divisor, lr_discriminator, r1_every
+    return config
+
+
+def _staged(config: ExperimentConfig, two_d_until: int, regularisers_until: int) -> ExperimentConfig:
+    from morphable.implicit.stages import thesis_schedule
+
+    config.model.stages = thesis_schedule(two_d_until, regularisers_until)
+    return config
+
+
+def _triplane_full() -> ExperimentConfig:
+    """The thesis' full model (4.2, 5.2.2): the paper tri-plane network, Table 4.1's weights, 2 views of
+    64 x 64 per shape and step, batch 4, AdamW 5e-5 / SparseAdam 1e-3 / SGD 2e-4, R1 lambda 5 every step,
+    stages at 5000 and 8000 of 15000 epochs."""
+    config = _with_views(_implicit("triplane", TriplaneConfig(), batch_size=4, epochs=15000))
+    return _staged(config, 5000, 8000)
+
+
+def _ablation(model: ImplicitConfig, weights: dict[str, float] | None = None, views: bool = False,
+              staged: bool = False) -> ExperimentConfig:
+    """CPU size of a thesis 6.3.1 ablation (``*-small`` networks and rates, batch 4, :data:`ABLATION_EPOCHS`);
+    with ``views`` 2 maps of 32 x 32 (every other pixel of 64 x 64 ground truth), the discriminator at widths / 6
+    with SGD at 4e-3 (the thesis' 2e-4 scaled like the network's rate, 20x) and lazy R1 every 16 steps;
+    ``staged``: the thesis' stages at the same fractions of the run (5k / 8k of 15k)."""
+    method = "npm" if isinstance(model, NPMConfig) else "triplane"
+    config = _implicit_small(method, model)
+    config.train.batch_size, config.train.epochs = 4, ABLATION_EPOCHS
+    model.loss_weights = dict(weights or {})
+    if views:
+        _with_views(config, resolution=32, width_divisor=6, lr_discriminator=4e-3, r1_every=16)
+    if staged:
+        _staged(config, ABLATION_EPOCHS // 3, ABLATION_EPOCHS * 8 // 15)
+    return config
+
+
+def _triplane_full_small() -> ExperimentConfig:
+    """The full model at the CPU size (also the ablation's "full")."""
+    return _ablation(TriplaneConfig(**TP_SMALL), views=True, staged=True)
+
+
 PRESETS: dict[str, Callable[[], ExperimentConfig]] = {  # every value's method is a key of METHODS
     "npm": lambda: _implicit("npm", NPMConfig(), batch_size=32, epochs=10000),
     "npm-small": lambda: _implicit_small("npm", NPMConfig(hidden=64, n_layers=4)),
     "triplane": lambda: _implicit("triplane", TriplaneConfig(), batch_size=4, epochs=15000),
-    "triplane-small": lambda: _implicit_small("triplane", TriplaneConfig(channels=8, resolution=32, base_channels=16,
-                                                                          hidden=32, n_layers=3)),
+    "triplane-small": lambda: _implicit_small("triplane", TriplaneConfig(**TP_SMALL)),
+    "triplane-full": _triplane_full,
+    "triplane-full-small": _triplane_full_small,
+    "ablation-npm": lambda: _ablation(NPMConfig(hidden=64, n_layers=4)),
+    "ablation-tp3d": lambda: _ablation(TriplaneConfig(**TP_SMALL), NPM_3D_WEIGHTS),
+    "ablation-tp3d-reg": lambda: _ablation(TriplaneConfig(**TP_SMALL), {**NPM_3D_WEIGHTS, **PLANE_REGULARISER_WEIGHTS}),
+    "ablation-tp2d-reg": lambda: _ablation(TriplaneConfig(**TP_SMALL), NO_3D_WEIGHTS, views=True),
+    "ablation-full": _triplane_full_small,
     "pca": lambda: ExperimentConfig(method="pca", model=PCAConfig(latent=8)),
     "coma": _coma,
     "deep3dmm-spectral": lambda: _coma("fused", "deep3dmm-spectral"),

@@ -163,7 +163,8 @@ def mesh_strip(path: str | os.PathLike, meshes: Sequence[tuple[np.ndarray, np.nd
 
 def loss_curves(log_path: str | os.PathLike, path: str | os.PathLike, title: str = "losses") -> None:
     """Plot every ``train_*`` / ``val_*`` column of a training ``log.csv`` against the epoch (log scale where
-    all values are positive), one panel per loss, plus the learning rates (``lr*`` columns), as a PNG."""
+    all values are positive), one panel per loss, plus the learning rates (``lr*`` columns), as a PNG; where
+    the ``stage`` column changes, a dashed line marks the boundary in every panel."""
     import csv
 
     with open(log_path, newline="") as f:
@@ -174,6 +175,8 @@ def loss_curves(log_path: str | os.PathLike, path: str | os.PathLike, title: str
     epochs = np.array([float(r["epoch"]) for r in rows])
     names = sorted({c.split("_", 1)[1] for c in columns if c.startswith(("train_", "val_"))})
     lrs = [c for c in columns if c.startswith("lr")]
+    stages = [r.get("stage", "") for r in rows]
+    boundaries = [0.5 * (epochs[i - 1] + epochs[i]) for i in range(1, len(rows)) if stages[i] != stages[i - 1]]
     panels = names + (["learning rate"] if lrs else [])
     plt = pyplot()
     cols = min(4, len(panels))
@@ -186,6 +189,8 @@ def loss_curves(log_path: str | os.PathLike, path: str | os.PathLike, title: str
             ax.plot(epochs, values, label=column)
             if np.isfinite(values).any() and np.nanmin(values) > 0:
                 ax.set_yscale("log")
+        for boundary in boundaries:
+            ax.axvline(boundary, color="0.4", linestyle="--", linewidth=0.8)
         ax.set_title(panel, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.legend(fontsize=6)

@@ -55,10 +55,53 @@ class ValidationDraws:
         return item
 
 
+class NormalMapViews:
+    """An ``SdfDataset`` whose items also carry ``views`` ground-truth normal maps of their shape (the 2D
+    objectives): ``view_normals`` (V, H, W, 3) float32 in each camera's frame, 0 off the mask;
+    ``view_K`` (V, 3, 3) and ``view_pose`` (V, 4, 4) float64, the OpenCV cameras. The views are distinct, drawn
+    per item from a generator seeded by ``(seed, epoch, index)`` after :meth:`set_epoch` (so a resume draws the
+    same ones), from torch's global generator before.
+
+    maps: per shape ``(normals (M, H, W, 3), mask (M, H, W), K (M, 3, 3), pose (M, 4, 4))``, one map size.
+    """
+
+    def __init__(self, dataset, maps: Sequence[tuple[Any, Any, Any, Any]], views: int, seed: int) -> None:
+        import torch
+
+        self.dataset, self.views, self.seed = dataset, views, seed
+        self.epoch: int | None = None
+        self.maps = [(torch.as_tensor(np.asarray(n) * np.asarray(m)[..., None], dtype=torch.float32),
+                      torch.tensor(np.array(k), dtype=torch.float64),
+                      torch.as_tensor(np.asarray(p), dtype=torch.float64)) for n, m, k, p in maps]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.dataset.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> dict:
+        import torch
+
+        generator = None
+        if self.epoch is not None:
+            generator = torch.Generator().manual_seed(
+                int(np.random.SeedSequence([self.seed, self.epoch, index, 2]).generate_state(1, np.uint64)[0] >> 1))
+        normals, K, pose = self.maps[index]
+        chosen = torch.randperm(len(normals), generator=generator)[:self.views]
+        return {**self.dataset[index], "view_normals": normals[chosen], "view_K": K[chosen], "view_pose": pose[chosen]}
+
+
 @dataclass
 class ImplicitData:
     train: Any
     validation: ValidationDraws
+    sdf: Any = None
+
+    def __post_init__(self) -> None:
+        if self.sdf is None:
+            self.sdf = self.train
 
 
 def prepare_data(config: ExperimentConfig) -> ImplicitData:
@@ -77,7 +120,27 @@ def prepare_data(config: ExperimentConfig) -> ImplicitData:
     model = config.model
     dataset = SdfDataset(data.path, SubsampleCounts(model.surface_face, model.surface_nonface, model.ball),
                          seed=config.seed)
-    return ImplicitData(dataset, ValidationDraws(dataset, config.seed + 1))
+    train = normal_map_views(dataset, config) if model.views_per_step else dataset
+    return ImplicitData(train, ValidationDraws(dataset, config.seed + 1), dataset)
+
+
+def normal_map_views(dataset, config: ExperimentConfig) -> NormalMapViews:
+    """The dataset with its ground-truth normal maps (:meth:`SdfDataset.normal_maps`) for the 2D objectives;
+    maps a model cannot use (fewer views than ``views_per_step``, a side that ``render_resolution`` does not
+    divide) are a one-line error naming the file."""
+    model = config.model
+    maps = []
+    for index in range(len(dataset)):
+        found = dataset.normal_maps(index)
+        n_views, height, width = found.mask.shape
+        path = dataset.normal_map_files[index]
+        if n_views < model.views_per_step:
+            raise input_error(path, f"{n_views} views, fewer than the {model.views_per_step} the model renders a step")
+        if height != width or height % model.render_resolution:
+            raise input_error(path, f"{height} x {width} maps: render_resolution {model.render_resolution} must "
+                                    "divide their (square) side")
+        maps.append((found.normals, found.mask, np.broadcast_to(found.K, (n_views, 3, 3)), found.poses))
+    return NormalMapViews(dataset, maps, model.views_per_step, config.seed)
 
 
 def evaluation_data(config: ExperimentConfig) -> None:
@@ -91,7 +154,7 @@ def fit(config: ExperimentConfig, run: Run, data: ImplicitData, resume: bool = F
     from morphable.data.sdf import DATASET_JSON
     from morphable.train import LoopConfig, fit as fit_loop, init_distributed, parameter_count, select_device
 
-    dataset = data.train
+    dataset = data.sdf
     if process_rank() == 0 and not resume:
         write_json(run.file(DATASET_JSON), read_json(dataset.root / DATASET_JSON))
     device = select_device(config.train.device)
@@ -99,9 +162,10 @@ def fit(config: ExperimentConfig, run: Run, data: ImplicitData, resume: bool = F
     method = config.spec.load()(config, len(dataset), device)
     if progress and dist_info.is_main:
         print(f"{config.method}: {dataset.describe()}", flush=True)
+        method.announce = lambda line: print(line, flush=True)
     loop = LoopConfig(epochs=config.train.epochs, batch_size=min(config.train.batch_size, len(dataset)),
                       seed=config.seed, progress=progress, tensorboard=config.train.tensorboard)
-    summary = fit_loop(method, dataset, data.validation, loop, run.path, device, resume=resume,
+    summary = fit_loop(method, data.train, data.validation, loop, run.path, device, resume=resume,
                        dist_info=dist_info, metadata={"method": config.method, "n_codes": str(len(dataset))})
     return {**summary, "parameters": parameter_count(method), "device": str(device)}
 

@@ -15,7 +15,14 @@ explicit density reg.  ``mean (f(x) - f(x + w))^2``, w ~ N(0, 1e-4 I)           
 total variation        ``sum_planes sqrt(sum (t - shift_h t)^2) + sqrt(sum (t - shift_v t)^2)``  (4.13)
 tri-plane penalty      ``sum_planes |t|_2`` (Frobenius norm)                        (4.14)
 code regularisation    ``mean |z|^2``                                               (4.20/4.23)
+normal map             ``mean_{v, pixels} |N^(v) - N_gt^(v)|_1`` (3 channels)         (4.6)
+generator              ``mean softplus(-D(N^(v)))``                                  (4.9)
+discriminator          ``mean softplus(D(N)) + mean softplus(-D(N_gt)) + lambda R1`` (4.8, 4.10)
 =====================  ==========================================================  =========
+
+The 2D objectives compare volume-rendered normal maps ``N^(v)`` (:mod:`morphable.render.volume`) with the
+ground-truth maps of the same cameras; their GAN terms are :mod:`morphable.train.adversarial`'s. The
+discriminator's weight scales its own loss (it is not part of the generator's total, eq. 4.15).
 
 Notes on the reading of the thesis: (4.2) is printed with the raw gradient; ``1 - <grad f, n>`` is
 unbounded below (it rewards ``|grad f| -> inf`` along n), and with Table 4.1's weights (3 on it, 2 on the
@@ -129,9 +136,22 @@ def code_regularisation(codes: torch.Tensor) -> torch.Tensor:
     return codes.square().sum(dim=-1).mean()
 
 
+def normal_map_loss(rendered: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(4.6) as a mean: ``mean_{maps, pixels} sum_c |N_c - N_gt,c|``, the per-pixel L1 norm averaged.
+
+    rendered, target: (..., H, W, 3) normal maps in the same frame; background pixels of the target are 0
+    (no surface), where a rendered map is ``sum_i w_i n_i`` with weights summing to the opacity, so the loss
+    also asks for empty space where the target shows none. Returns a scalar.
+    """
+    return (rendered - target).abs().sum(dim=-1).mean()
+
+
 @dataclass
 class LossWeights:
-    """Weights ``lambda`` of the 3D objectives; defaults are Table 4.1 (tri-plane identity model).
+    """Weights ``lambda`` of the objectives; defaults are Table 4.1 (tri-plane identity model).
+
+    The 2D weights (``normal_map``, ``generator``, ``discriminator``) act only in a model that renders views
+    (``ImplicitConfig.views_per_step > 0``).
 
     ``code`` is not in Table 4.1 (0 there); :meth:`npm` uses the NPM reference value. ``space_sdf``
     (:func:`space_sdf_loss`, ground-truth SDF at near-surface and ball points) is ours, off by default.
@@ -146,6 +166,9 @@ class LossWeights:
     triplane: float = 1e-4
     code: float = 0.0
     space_sdf: float = 0.0
+    normal_map: float = 2.0
+    generator: float = 1.0
+    discriminator: float = 1.0
 
     @classmethod
     def npm(cls) -> "LossWeights":
