@@ -190,8 +190,9 @@ def generate(subjects: int, expressions: int, frames: int, seed: int, pose: floa
     (:func:`sample_identities`), then for each of the twelve expressions a peak intensity in [0.8, 1],
     an asymmetry in [-0.25, 0.25], a head-pose direction (yaw, pitch, roll uniform in [-1, 1], scaled
     by ``pose`` degrees; 0: no head motion) and a muscle mix (4 factors uniform in [0.5, 1.5]); frame ``f``
-    is ``face_vertices(identity, expression, peak * expression_curve(frames)[f], asymmetry, pose, mix)``. So a smaller dataset is a prefix (in subjects
-    and in expressions) of a larger one with the same seed, whatever ``pose``.
+    is ``face_vertices(identity, expression, peak * expression_curve(frames)[f], asymmetry, pose, mix)``.
+    So a smaller dataset is a prefix (in subjects and in expressions) of a larger one with the same seed,
+    whatever ``pose``.
     """
     for name, value, low, high in (("subjects", subjects, 1, None), ("expressions", expressions, 1, len(EXPRESSIONS)),
                                    ("frames", frames, 1, None)):

@@ -30,14 +30,14 @@ bare eyeball inside the palpebral opening (plus a corneal bulge) and ``t = LID``
 the patch it blends into the skin.
 
 Identity. ``N_IDENTITY_PARAMS`` parameters (names in :data:`IDENTITY_PARAMS`), each softly clipped
-(``2.2 tanh(p / 2.2)``, so any input gives a valid head): shape parameters (skull, face length, jaw,
-chin, cheekbones, eyes, nose, lips, ...), ``age`` and ``weight`` (which act non-linearly: sagging
-jowls, deeper nasolabial folds, thinner lips with age; fuller cheeks, jaw and a double chin with
-weight), and expression-style parameters that leave the neutral head alone but change how this person
-makes each expression (jaw hinge position and opening, expressiveness, smile shape, brow style, lip
-curl, dominant side, where the wrinkles fold, the jaw's forward glide and sideways deviation, how sticky the lips are, how the strength of the muscles varies over the face; see :mod:`morphable.data.synthetic_rig`). :func:`sample_identities` draws them
-from a non-Gaussian law: a mixture of three populations with different means and spreads, a uniform
-age and a skewed (gamma) weight.
+(``2.2 tanh(p / 2.2)``, so any input gives a valid head): shape parameters (skull, face length, jaw, chin,
+cheekbones, eyes, nose, lips, ...), ``age`` and ``weight`` (which act non-linearly: sagging jowls, deeper
+nasolabial folds, thinner lips with age; fuller cheeks, jaw and a double chin with weight), and style
+parameters that leave the neutral head alone but change how this person makes each expression (jaw hinge
+position, opening, glide and deviation, expressiveness, smile shape, brow style, lip curl and stickiness,
+dominant side, wrinkle spacing and phase, and the muscle-strength map; see
+:mod:`morphable.data.synthetic_rig`). :func:`sample_identities` draws them from a non-Gaussian law: a
+mixture of three populations with different means and spreads, a uniform age and a skewed (gamma) weight.
 """
 
 from __future__ import annotations

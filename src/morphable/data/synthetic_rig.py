@@ -72,6 +72,17 @@ def signed_volume(p: np.ndarray, faces: np.ndarray) -> float:
     return float(np.einsum("ij,ij->", a, np.cross(b, c)) / 6.0)
 
 
+def muscle_strength(x: np.ndarray, y: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """A person's muscle-strength map ``(V,)`` at face-plane points ``x, y (V,)``:
+    ``1 + MAP_DEPTH mean_k cos(2 pi (x cos a_k + y sin a_k) / MAP_WAVELENGTH + f_k)`` with ``a_k = 1.43 q`` of
+    ``muscle_map_angle_k`` and ``f_k = 1.43 q`` of ``muscle_map_phase_k`` (within +-pi at the clip)."""
+    waves = []
+    for k in (1, 2):
+        angle, phase = 1.43 * q[P[f"muscle_map_angle_{k}"]], 1.43 * q[P[f"muscle_map_phase_{k}"]]
+        waves.append(np.cos(2 * np.pi * (x * np.cos(angle) + y * np.sin(angle)) / MAP_WAVELENGTH + phase))
+    return 1 + MAP_DEPTH * (waves[0] + waves[1]) / 2
+
+
 def _sigmoid(t: np.ndarray) -> np.ndarray:
     return 0.5 * (1 + np.tanh(0.5 * t))
 
@@ -105,9 +116,7 @@ class Rig:
         self.wavelength = 0.016 * (1 + 0.12 * q[P["wrinkle_spacing"]])
         self.phase = 1.4 * q[P["wrinkle_phase"]]
         self.glide = 0.003 * (1.5 + q[P["jaw_glide"]])
-        self.strength = 1 + MAP_DEPTH * sum(
-            np.cos(2 * np.pi * (x * np.cos(1.43 * q[P[f"muscle_map_angle_{k}"]]) + y * np.sin(1.43 * q[P[f"muscle_map_angle_{k}"]]))
-                   / MAP_WAVELENGTH + 1.43 * q[P[f"muscle_map_phase_{k}"]]) for k in (1, 2)) / 2
+        self.strength = muscle_strength(x, y, q)
         xm = x / mw
         # Mouth line, rising towards the hinge beyond the corners; the jaw moves everything below it.
         rise = _softplus(ax - mw, 0.005)
@@ -118,7 +127,8 @@ class Rig:
         lips = np.exp(-((xm / 1.15) ** 4)) * front
         self.upper_lip = lips * (1 - below) * np.exp(-0.5 * ((y - m) / (0.011 * sc)) ** 2)
         self.lower_lip = lips * below * np.exp(-0.5 * ((y - m) / (0.012 * sc)) ** 2)
-        self.stick = (0.5 + 0.2 * q[P["lip_stickiness"]]) * below * np.exp(-0.5 * ((y - m) / 0.003) ** 2) * np.exp(-((x / 0.014) ** 2)) * front
+        self.stick = ((0.5 + 0.2 * q[P["lip_stickiness"]]) * below * np.exp(-0.5 * ((y - m) / 0.003) ** 2)
+                      * np.exp(-((x / 0.014) ** 2)) * front)
         self.mouth = np.exp(-((xm / 1.4) ** 4)) * np.exp(-0.5 * ((y - m) / (0.017 * sc)) ** 2) * front
         self.corner_r = gauss(x, y, mw, m, 0.013 * sc, 0.013 * sc) * front
         self.corner_l = gauss(x, y, -mw, m, 0.013 * sc, 0.013 * sc) * front
@@ -133,7 +143,8 @@ class Rig:
         hairline = h.vertices[:, 1].max() - 0.035
         side_w = 2 * (self.brow_inner + (1 - 2 * self.brow_inner) * smoothstep(ax, 0.012, 0.032))
         brow_top = max(lm.brow_y, lm.eye_y + 0.016) + 0.002
-        self.brow = (smoothstep(y, lm.eye_y + 0.009, brow_top + 0.008) * (1 - smoothstep(y, brow_top + 0.008, hairline))
+        self.brow = (smoothstep(y, lm.eye_y + 0.009, brow_top + 0.008)
+                     * (1 - smoothstep(y, brow_top + 0.008, hairline))
                      * np.exp(-((x / 0.058) ** 4)) * front) * (0.6 + 0.4 * side_w)
         self.forehead = smoothstep(y, lm.brow_y, lm.brow_y + 0.012) \
             * (1 - smoothstep(y, hairline - 0.035, hairline - 0.005)) * np.exp(-((x / 0.045) ** 4)) * front
@@ -242,7 +253,8 @@ class Rig:
         out = np.zeros(len(p))
         for eye in h.eyes:
             dx, dy = np.abs(h.x) - abs(eye.centre[0]) - 0.016, h.y - eye.centre[1]
-            ring = np.exp(-0.5 * (np.hypot(dx, dy) / 0.008) ** 2) * (1 - eye.w) * (np.sign(h.x) == np.sign(eye.centre[0]))
+            same_side = np.sign(h.x) == np.sign(eye.centre[0])
+            ring = np.exp(-0.5 * (np.hypot(dx, dy) / 0.008) ** 2) * (1 - eye.w) * same_side
             out += ring * np.sin(np.arctan2(dy, dx) * 2 * np.pi * 0.016 / self.wavelength + self.phase)
         out -= 1.5 * self.nasolabial
         return self.push(p, amount * np.minimum(g, 1.0) ** 2 * out * h.front)
@@ -289,7 +301,8 @@ class Rig:
             p = self.lip_curl(p, late, -0.3 * a[1])
             p = self.push(p, -0.003 * a[2] * late * self.mouth)
         elif name == "lips_up":
-            p = turn(p, self.centre, X_AXIS, -0.12 * a[0] * early * (self.upper_lip + 0.6 * self.alae + self.nasolabial))
+            sneer = self.upper_lip + 0.6 * self.alae + self.nasolabial
+            p = turn(p, self.centre, X_AXIS, -0.12 * a[0] * early * sneer)
             p = self.push(p, 0.002 * a[1] * late * self.alae)
             p = self.lip_curl(p, late, 0.25 * a[2])
             p = self.eyelids(p, late, 0.08 * a[3], 0.12 * a[3])
