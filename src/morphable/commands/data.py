@@ -17,6 +17,9 @@ def register(subparsers) -> None:
     synth = sub.add_parser("synth", help="procedural synthetic faces in the COMA layout (the embedded default)")
     synth.add_argument("--out", required=True, help="output folder")
     _add_sequence_args(synth, subjects=12, expressions=12, frames=10)
+    synth.add_argument("--pose", type=float, default=0.0,
+                       help="turn the head on the neck by up to DEG degrees (yaw, pitch, roll) over each sequence "
+                            "(default 0: no head motion; at most 45)")
     synth.set_defaults(func=run_synth)
 
     ict = sub.add_parser("ict", help="sample a COMA-layout dataset from the ICT-FaceKit linear model "
@@ -135,7 +138,8 @@ def run_synth(args: argparse.Namespace) -> int:
     from morphable.viz import PREVIEW_FILE
 
     _check_counts(args)
-    out = write_synthetic_dataset(args.out, args.subjects, args.expressions, args.frames, args.seed, args.overwrite)
+    out = write_synthetic_dataset(args.out, args.subjects, args.expressions, args.frames, args.seed, args.overwrite,
+                                  pose=args.pose)
     n = args.subjects * args.expressions * args.frames
     print(f"wrote {n} meshes to {out} (unit m); preview: {out / PREVIEW_FILE}")
     return 0

@@ -206,8 +206,10 @@ def _load_npy(path: Path, unit: str | None, template: str | os.PathLike | None) 
 
 def write_coma_layout(out_dir: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray, subjects: Sequence[str],
                       expressions: Sequence[str], frames: Sequence[int | str], unit: str,
-                      metadata: dict | None = None, overwrite: bool = False, progress: bool = True) -> Path:
-    """Write meshes as ``<out>/<subject>/<expression>/<frame>.ply`` plus ``dataset.json``.
+                      metadata: dict | None = None, overwrite: bool = False, progress: bool = True,
+                      arrays: dict[str, np.ndarray] | None = None) -> Path:
+    """Write meshes as ``<out>/<subject>/<expression>/<frame>.ply`` plus ``dataset.json`` (and each of
+    ``arrays`` as ``<out>/<name>``, a ``.npy`` file, e.g. per-vertex region labels).
 
     The folder is written under a temporary name and renamed at the end (:func:`morphable.io.atomic_folder`),
     so an interrupted call leaves nothing half-written. ``frames`` that are integers are written as ``%04d``.
@@ -224,6 +226,8 @@ def write_coma_layout(out_dir: str | os.PathLike, vertices: np.ndarray, faces: n
         for i in items:
             frame = frames[i] if isinstance(frames[i], str) else f"{int(frames[i]):04d}"
             write_ply(tmp / subjects[i] / expressions[i] / f"{frame}.ply", vertices[i], faces)
+        for name, array in (arrays or {}).items():
+            np.save(tmp / name, np.asarray(array), allow_pickle=False)
         write_json(tmp / DATASET_FILE, {"format": "coma-layout", "unit": unit, **(metadata or {})})
     return out
 
