@@ -233,6 +233,37 @@ def test_spiralconv_gradcheck_float64(mesh, float64_default):
         conv, {"linear.weight": w, "linear.bias": b}, (x,)), (x, weight, bias))
 
 
+@pytest.mark.parametrize("c_in,c_out,kind", [(3, 9, "_SpiralGather"), (2, 3, "_SpiralGather"),
+                                             (9, 3, "_SpiralTransform"), (3, 2, "_SpiralTransform"),
+                                             (9, 10, "_SpiralMix"), (10, 8, "_SpiralMix")])
+def test_spiralconv_every_algorithm_matches_naive_gather(mesh, c_in, c_out, kind):
+    """Gather-first, transform-first and per-position layers: outputs and all gradients equal those of the
+    naive layer (one gather of every neighbour, one Linear), in float64, with dummy slots."""
+    from morphable.explicit import layers
+
+    n = len(mesh.vertices)
+    idx = spirals_with_dummy(mesh, 5)
+    assert layers._spiral_kind(c_in, c_out).__name__ == kind
+    conv = SpiralConv(c_in, c_out, idx)
+    with torch.no_grad():
+        conv.linear.bias.normal_()
+    x = torch.randn(3, n, c_in, requires_grad=True)
+    xp = torch.cat([x, torch.zeros(3, 1, c_in)], 1)
+    ref = conv.linear(xp[:, torch.from_numpy(idx)].reshape(3, n, -1))
+    out = conv(x)
+    np.testing.assert_allclose(out.detach().numpy(), naive_spiral(
+        x.detach().numpy(), idx, conv.linear.weight.detach().numpy(), conv.linear.bias.detach().numpy()),
+        rtol=1e-10, atol=1e-10)
+    g = torch.randn_like(ref)
+    params = (x, conv.linear.weight, conv.linear.bias)
+    wanted = torch.autograd.grad(ref, params, g)
+    for got, want in zip(torch.autograd.grad(out, params, g), wanted):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    # weights only (a first layer): the same weight gradient
+    grad_w = torch.autograd.grad(conv(x.detach()), conv.linear.weight, g)[0]
+    torch.testing.assert_close(grad_w, wanted[1], rtol=1e-10, atol=1e-10)
+
+
 def test_spiralconv_validation(mesh):
     n = len(mesh.vertices)
     with pytest.raises(ValueError, match="indices"):
