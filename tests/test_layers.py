@@ -94,6 +94,29 @@ def test_chebconv_gradcheck(mesh, c_in, c_out, bias):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("c_in,c_out", [(3, 9), (9, 3), (9, 10), (10, 9), (2, 2)])
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_chebconv_every_form_matches_dense_formula(mesh, c_in, c_out, input_grad):
+    """Basis and Clenshaw forms, each wide and narrow (stacked, C < NARROW): output and gradients equal
+    those of the dense formula ``sum_k T_k(L) x W_k + b`` in float64."""
+    n = len(mesh.vertices)
+    conv = ChebConv(c_in, c_out, 5, dense_scaled_laplacian(mesh.faces, n))
+    with torch.no_grad():
+        conv.bias.normal_()
+    x = torch.randn(3, n, c_in, requires_grad=input_grad)
+    lap = torch.from_numpy(dense_scaled_laplacian(mesh.faces, n))
+    terms = [x, torch.einsum("uv,bvc->buc", lap, x)]
+    while len(terms) < 5:
+        terms.append(2 * torch.einsum("uv,bvc->buc", lap, terms[-1]) - terms[-2])
+    ref = sum(t @ w for t, w in zip(terms, conv.weight)) + conv.bias
+    out = conv(x)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    params = (x, conv.weight, conv.bias) if input_grad else (conv.weight, conv.bias)
+    g = torch.randn_like(ref)
+    for got, want in zip(torch.autograd.grad(out, params, g), torch.autograd.grad(ref, params, g)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
 def test_chebconv_only_weight_gradients(mesh):
     """First layer: the input needs no gradient; weights still get the right one."""
     n = len(mesh.vertices)

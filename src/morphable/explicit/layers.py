@@ -24,6 +24,12 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+#: Channel counts below this are "narrow": MKL runs GEMMs with so few inner or output channels several
+#: times below its rate (``(N, 3) x (3, 32)``: a fifth of ``(N, 27) x (27, 32)``), so a layer with a narrow
+#: side stacks its ``K`` Chebyshev terms or ``L`` spiral positions into one GEMM.
+NARROW = 8
+
+
 def _csr_parts(matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
     """``matrix`` (scipy sparse, torch sparse COO/CSR/CSC or dense, numpy) -> canonical CSR arrays.
 
@@ -202,11 +208,20 @@ def _clenshaw(laplacian: torch.Tensor, left: torch.Tensor, rights: torch.Tensor,
 
     ``b_j = H_j + 2 L b_{j+1} - b_{j+2}`` (``H_j = left @ rights[j]``, ``b_K = b_{K+1} = 0``), result
     ``H_0 + L b_1 - b_2``. Each step is one in-place GEMM (``b_{j+2} <- H_j - b_{j+2}``) and one
-    in-place CSR ``addmm``, so only two ``(V, B*c')`` buffers are allocated. Returns ``(V*B, c')``.
+    in-place CSR ``addmm``, so only two ``(V, B*c')`` buffers are allocated. With a narrow output
+    (``c' < NARROW``) all ``H_j`` come from one GEMM ``left @ [rights[0] ... rights[K-1]]`` first.
+    Returns ``(V*B, c')``.
     """
+    k, _, width = rights.shape
+    stacked = None
+    if width < NARROW:
+        stacked = (left @ rights.permute(1, 0, 2).reshape(-1, k * width)).view(-1, k, width)
     b1 = b2 = None
-    for j in range(rights.shape[0] - 1, -1, -1):
-        acc = left @ rights[j] if b2 is None else b2.addmm_(left, rights[j], beta=-1)
+    for j in range(k - 1, -1, -1):
+        if stacked is not None:
+            acc = stacked[:, j].contiguous() if b2 is None else b2.neg_().add_(stacked[:, j])
+        else:
+            acc = left @ rights[j] if b2 is None else b2.addmm_(left, rights[j], beta=-1)
         if b1 is not None:
             acc.view(n_vertices, -1).addmm_(laplacian, b1.view(n_vertices, -1), alpha=2 if j else 1)
         b1, b2 = acc, b1
@@ -219,6 +234,7 @@ def _mix(basis: Iterable[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor
 
     Accumulating K GEMMs in place was measured as fast as one GEMM over the concatenated basis,
     and avoids the copy that concatenation costs (3x the GEMM itself at V=5023, B=32, C=16, K=6).
+    (Narrow bases are stacked instead: :func:`_stack`.)
     """
     out = None
     for t, w in zip(basis, weight):
@@ -228,6 +244,18 @@ def _mix(basis: Iterable[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor
         else:
             out.addmm_(t, w)
     return out
+
+
+def _stack(terms: Iterable[torch.Tensor], k: int, channels: int) -> torch.Tensor:
+    """``[t_0 | ... | t_{k-1}]`` as one ``(V*B, k*channels)`` matrix from ``k`` tensors of ``V*B*channels``
+    values (each copied as it comes, so streamed terms may be overwritten afterwards)."""
+    out = None
+    for j, t in enumerate(terms):
+        t = t.reshape(-1, channels)
+        if out is None:
+            out = t.new_empty(t.shape[0], k, channels)
+        out[:, j] = t
+    return out.view(-1, k * channels)
 
 
 class _ChebyshevConv(torch.autograd.Function):
@@ -242,6 +270,10 @@ class _ChebyshevConv(torch.autograd.Function):
       by Clenshaw.
     * ``C_in >= C_out`` (Clenshaw form): forward ``sum_k T_k (X W_k)`` by Clenshaw (only ``X`` saved);
       backward streams ``S_k = T_k dY`` with ``dW_k = X^T S_k`` and ``dX = sum_k S_k W_k^T``.
+
+    When the narrower side has fewer than :data:`NARROW` channels, its ``K`` terms (``T_k X``, ``S_k``,
+    or ``X W_k``) are stacked into one ``(V*B, K*c)`` matrix (small: ``c`` is narrow) and the ``K``
+    GEMMs become one, which MKL runs several times faster.
     """
 
     @staticmethod
@@ -250,6 +282,11 @@ class _ChebyshevConv(torch.autograd.Function):
         k, c_in, c_out = weight.shape
         ctx.laplacian = laplacian
         ctx.basis_form = c_in < c_out
+        if ctx.basis_form and c_in < NARROW:
+            stacked = _stack(_chebyshev_basis(laplacian, x, k, reuse=True), k, c_in)
+            ctx.save_for_backward(x, weight, stacked)
+            w = weight.reshape(k * c_in, c_out)
+            return torch.addmm(bias, stacked, w) if bias is not None else stacked @ w
         if ctx.basis_form:
             basis = list(_chebyshev_basis(laplacian, x, k, reuse=False))
             ctx.save_for_backward(x, weight, *basis[1:])
@@ -270,10 +307,19 @@ class _ChebyshevConv(torch.autograd.Function):
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grad_x = grad_w = grad_b = None
         if ctx.basis_form:
-            if need_w:
+            if need_w and c_in < NARROW:
+                grad_w = (higher[0].t() @ grad).view(k, c_in, c_out)
+            elif need_w:
                 grad_w = torch.stack([t.view(-1, c_in).t() @ grad for t in (x, *higher)])
             if need_x:
                 grad_x = _clenshaw(lap, grad, weight.transpose(1, 2), n_vertices).view(n_vertices, -1)
+        elif (need_x or need_w) and c_out < NARROW:
+            x_rows = x.view(-1, c_in)
+            stacked = _stack(_chebyshev_basis(lap, grad.view(n_vertices, -1), k, reuse=True), k, c_out)
+            if need_w:
+                grad_w = (x_rows.t() @ stacked).view(c_in, k, c_out).permute(1, 0, 2)
+            if need_x:
+                grad_x = (stacked @ weight.permute(0, 2, 1).reshape(k * c_out, c_in)).view(n_vertices, -1)
         elif need_x or need_w:
             x_rows = x.view(-1, c_in).t()
             grad_w_terms = []
@@ -490,11 +536,6 @@ class _SpiralTransform(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_b = grad.sum(0)
         return grad_x, grad_w, grad_b, None
-
-
-#: Channel counts below this are "narrow": MKL's GEMMs with so few inner or output channels run several
-#: times below its rate, so a spiral layer with a narrow side stacks the ``L`` positions into one GEMM.
-NARROW = 8
 
 
 def _spiral_kind(c_in: int, c_out: int) -> type[torch.autograd.Function]:
