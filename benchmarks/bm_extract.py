@@ -133,6 +133,16 @@ def mesh_area(v, f) -> float:
     return float(0.5 * np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1).sum())
 
 
+def mesh_difference(a, b) -> dict:
+    """Face counts and the symmetric Hausdorff distance between the vertex sets of two meshes."""
+    from scipy.spatial import cKDTree
+
+    if len(a[0]) == 0 or len(b[0]) == 0:
+        return {"faces": [len(a[1]), len(b[1])], "hausdorff": None}
+    return {"faces": [len(a[1]), len(b[1])],
+            "hausdorff": float(max(cKDTree(b[0]).query(a[0])[0].max(), cKDTree(a[0]).query(b[0])[0].max()))}
+
+
 def needed_points(volume) -> int:
     """Corners of the cells whose corners are not all on one side of the level (0)."""
     import torch
@@ -193,6 +203,7 @@ def measure(name: str, sdf, baseline_sdf, setup_seconds: float, dense_res: int, 
         "speedup_vs_baseline_cpu": med["baseline"]["cpu_s"] / med["ours"]["cpu_s"],
         "target_speedup": TARGET_SPEEDUP[name],
         "same_mesh_as_baseline": same_mesh(ours, base),
+        "difference_to_baseline": mesh_difference(ours, base),
         "floor": {"needed_points": needed, "seconds_per_point": per_point_wall, "other_seconds": rest,
                   "wall_s": floor, "largest_speedup_vs_baseline": med["baseline"]["wall_s"] / floor,
                   "flop_per_point": flop_per_point,
