@@ -44,6 +44,26 @@ def test_band_equals_dense_on_analytic_sdf(resolution, bounds):
     assert dense[2].evaluated == resolution ** 3
 
 
+@pytest.mark.parametrize("margin", [0.0, 1.0, 2.0])
+def test_band_is_exact_for_every_margin(margin):
+    """The refinement margin only moves evaluations between strides: the mesh stays the dense one."""
+    dense = extract_mesh(hard_case, 64, method="dense")
+    band = extract_mesh(hard_case, 64, margin=margin, chunk=999)
+    assert_same_mesh(dense, band, atol=0)
+    assert band[2].evaluated < 0.5 * dense[2].evaluated
+
+
+def test_folded_npm_band_equals_dense_of_the_unfolded_network():
+    """The extractor's NPM field (code and beta folded) gives the dense mesh of the plain forward pass."""
+    torch.manual_seed(2)
+    deep = DeepSDF(latent_dim=8, hidden=64, n_layers=4, radius=0.5)
+    code = 0.3 * torch.randn(8)
+    with torch.no_grad():
+        deep.layers[0].weight[:, :8].normal_(0.0, 0.02)
+    dense = extract_mesh(lambda p: deep(code[None], p[None])[0], 48, method="dense", chunk=16384)
+    assert_same_mesh(dense, extract_mesh(deep.sdf_function(code), 48), atol=1e-5)
+
+
 def test_band_keeps_a_blob_smaller_than_a_coarse_cell():
     """A sphere of radius 0.03 between the stride-8 lattice points at 64^3: sign-change refinement misses it."""
     def blob(p):

@@ -138,6 +138,19 @@ def test_deepsdf_equals_concatenating_reference_and_skip_shapes():
     torch.testing.assert_close(fn(points[1]), out[1], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("skip_layer,out_dim", [(None, 1), (1, 1), (3, 3)])
+def test_deepsdf_folded_equals_forward(skip_layer, out_dim):
+    """Code and beta folded into the weights: the same field (float64), for every skip position and a
+    vector output; a negative control with the code ignored differs."""
+    torch.manual_seed(3)
+    model = DeepSDF(latent_dim=7, hidden=40, n_layers=5, skip_layer=skip_layer, out_dim=out_dim,
+                    geometric_init=False).double()
+    code, points = torch.randn(7, dtype=torch.float64), torch.rand(50, 3, dtype=torch.float64) * 2 - 1
+    want = model(code[None], points[None])[0]
+    torch.testing.assert_close(model.folded(code)(points), want, rtol=1e-12, atol=1e-12)
+    assert (model.folded(torch.zeros_like(code))(points) - want).abs().max() > 1e-3
+
+
 def test_deepsdf_deformation_output():
     model = DeepSDF(latent_dim=6, hidden=32, n_layers=4, out_dim=3, geometric_init=False)
     assert model(torch.randn(2, 6), torch.randn(2, 5, 3)).shape == (2, 5, 3)

@@ -94,6 +94,29 @@ def test_chebconv_gradcheck(mesh, c_in, c_out, bias):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("c_in,c_out", [(3, 9), (9, 3), (9, 10), (10, 9), (2, 2)])
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_chebconv_every_form_matches_dense_formula(mesh, c_in, c_out, input_grad):
+    """Basis and Clenshaw forms, each with wide and narrow (C < 8) sides: output and gradients equal
+    those of the dense formula ``sum_k T_k(L) x W_k + b`` in float64."""
+    n = len(mesh.vertices)
+    conv = ChebConv(c_in, c_out, 5, dense_scaled_laplacian(mesh.faces, n))
+    with torch.no_grad():
+        conv.bias.normal_()
+    x = torch.randn(3, n, c_in, requires_grad=input_grad)
+    lap = torch.from_numpy(dense_scaled_laplacian(mesh.faces, n))
+    terms = [x, torch.einsum("uv,bvc->buc", lap, x)]
+    while len(terms) < 5:
+        terms.append(2 * torch.einsum("uv,bvc->buc", lap, terms[-1]) - terms[-2])
+    ref = sum(t @ w for t, w in zip(terms, conv.weight)) + conv.bias
+    out = conv(x)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    params = (x, conv.weight, conv.bias) if input_grad else (conv.weight, conv.bias)
+    g = torch.randn_like(ref)
+    for got, want in zip(torch.autograd.grad(out, params, g), torch.autograd.grad(ref, params, g)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
 def test_chebconv_only_weight_gradients(mesh):
     """First layer: the input needs no gradient; weights still get the right one."""
     n = len(mesh.vertices)
@@ -231,6 +254,32 @@ def test_spiralconv_gradcheck_float64(mesh, float64_default):
     weight, bias = conv.linear.weight, conv.linear.bias
     assert torch.autograd.gradcheck(lambda x, w, b: torch.func.functional_call(
         conv, {"linear.weight": w, "linear.bias": b}, (x,)), (x, weight, bias))
+
+
+@pytest.mark.parametrize("c_in,c_out", [(3, 9), (2, 3), (9, 3), (3, 2), (9, 10), (10, 8)])
+def test_spiralconv_narrow_and_wide_match_naive_gather(mesh, c_in, c_out):
+    """Narrow (C < 8) and wide layers: outputs and all gradients equal those of the naive layer (one
+    gather of every neighbour, one Linear), in float64, with dummy slots."""
+    n = len(mesh.vertices)
+    idx = spirals_with_dummy(mesh, 5)
+    conv = SpiralConv(c_in, c_out, idx)
+    with torch.no_grad():
+        conv.linear.bias.normal_()
+    x = torch.randn(3, n, c_in, requires_grad=True)
+    xp = torch.cat([x, torch.zeros(3, 1, c_in)], 1)
+    ref = conv.linear(xp[:, torch.from_numpy(idx)].reshape(3, n, -1))
+    out = conv(x)
+    np.testing.assert_allclose(out.detach().numpy(), naive_spiral(
+        x.detach().numpy(), idx, conv.linear.weight.detach().numpy(), conv.linear.bias.detach().numpy()),
+        rtol=1e-10, atol=1e-10)
+    g = torch.randn_like(ref)
+    params = (x, conv.linear.weight, conv.linear.bias)
+    wanted = torch.autograd.grad(ref, params, g)
+    for got, want in zip(torch.autograd.grad(out, params, g), wanted):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    # weights only (a first layer): the same weight gradient
+    grad_w = torch.autograd.grad(conv(x.detach()), conv.linear.weight, g)[0]
+    torch.testing.assert_close(grad_w, wanted[1], rtol=1e-10, atol=1e-10)
 
 
 def test_spiralconv_validation(mesh):
