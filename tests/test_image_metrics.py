@@ -308,7 +308,7 @@ def test_point_to_plane_errors():
 
 def test_camera_example_of_the_docs_runs_and_says_what_it_prints():
     text = (Path(__file__).resolve().parents[1] / "docs" / "images.md").read_text()
-    [block] = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "Camera.look_at" in b]
+    [block] = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "cam.opengl" in b]
     scope: dict = {}
     exec(block, scope)
     np.testing.assert_allclose(scope["cam"].K.numpy()[[0, 1, 0, 1], [0, 1, 2, 2]], [417.99, 417.99, 111.5, 111.5],
