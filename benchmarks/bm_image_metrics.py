@@ -46,7 +46,7 @@ def heads(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
     if not ICT_NPZ.exists():
         raise SystemExit(f"{ICT_NPZ}: ICT-FaceKit data not found")
-    with np.load(ICT_NPZ) as data:
+    with np.load(ICT_NPZ, allow_pickle=False) as data:
         gt = data["neutral"].astype(np.float64)
         pred = gt + 0.5 * data["identity_modes"][:5].sum(axis=0)
         faces = data["triangles"].astype(np.int64)
