@@ -34,9 +34,11 @@ def _unit_template() -> np.ndarray:
     return np.asarray(json.loads(text)["points"], dtype=np.float64)
 
 
-def template_landmarks(size: int = DEFAULT_SIZE) -> np.ndarray:
-    """``(68, 2)`` canonical landmark positions in a ``size x size`` crop."""
-    return (size - 1) / 2.0 + size * (FILL * _unit_template() + np.array([0.0, SHIFT_Y]))
+def template_landmarks(size: int = DEFAULT_SIZE, fill: float = FILL) -> np.ndarray:
+    """``(68, 2)`` canonical landmark positions in a ``size x size`` crop whose landmarks fill ``fill`` of it."""
+    if not 0 < fill <= 1:
+        raise MorphableError(f"a crop fill must be in (0, 1], got {fill}")
+    return (size - 1) / 2.0 + size * (fill * _unit_template() + np.array([0.0, SHIFT_Y]))
 
 
 def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -123,9 +125,10 @@ class AlignedCrop:
         return apply_transform(self.matrix, points)
 
 
-def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = DEFAULT_SIZE) -> AlignedCrop:
+def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = DEFAULT_SIZE,
+               fill: float = FILL) -> AlignedCrop:
     """Crop ``image (H, W, C)`` so that its ``landmarks (68, 2)`` land on :func:`template_landmarks`."""
     if size < 8:
         raise MorphableError(f"a crop size must be at least 8 pixels, got {size}")
-    matrix = similarity_transform(landmarks, template_landmarks(size))
+    matrix = similarity_transform(landmarks, template_landmarks(size, fill))
     return AlignedCrop(warp(image, matrix, size), matrix, np.linalg.inv(matrix))
