@@ -277,7 +277,7 @@ def sample_expression(model: LinearFaceModel, rng: np.random.Generator) -> np.nd
         if name in names:
             b[names.index(name)] = weight
     b *= rng.uniform(0.3, 1.0)
-    extra = rng.choice(model.n_expr, size=rng.integers(0, 4), replace=False)
+    extra = rng.choice(model.n_expr, size=min(int(rng.integers(0, 4)), model.n_expr), replace=False)
     b[extra] = np.clip(b[extra] + rng.uniform(0, 0.6, len(extra)), 0, 1)
     return b
 
