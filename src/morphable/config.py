@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 from morphable.errors import MorphableError
 
 FAMILIES = ("explicit", "implicit", "image")
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 PROTOCOLS = ("interpolation", "extrapolation", "identity")
 SAMPLERS = ("fast", "error_bounded")
 
@@ -259,6 +259,44 @@ class TriplaneConfig(ImplicitConfig):
     beta: float = 100.0
 
 
+VRN_VARIANTS = ("plain", "guided", "multitask")
+
+
+@dataclass
+class VRNConfig:
+    """VRN (``image.vrn``): ``variant`` plain / guided / multitask; the volume (``data.voxels.VolumeSpec``:
+    ``size`` S crop pixels, ``depth`` D slices, ``depth_scale`` slices per crop pixel, crop ``fill``);
+    ``features`` of the hourglasses, ``stacks`` of the volume network (plain, guided), ``landmark_features``
+    and ``landmark_stacks`` of VRN-guided's landmark network; ``heatmap_weight`` on the heatmap MSE
+    (guided's landmark network, multitask's landmark branch) beside the per-voxel cross-entropy; the
+    learning rate (TrainConfig, RMSProp) is multiplied by 0.1 after ``lr_drop_epoch`` epochs (paper 40);
+    ``augment``: the paper's jitter (``data.voxels.Augmentation``)."""
+
+    variant: str = "plain"
+    size: int = 192
+    depth: int = 200
+    depth_scale: float = 2.0
+    fill: float = 0.5
+    features: int = 256
+    stacks: int = 2
+    landmark_features: int = 128
+    landmark_stacks: int = 2
+    heatmap_weight: float = 10.0
+    lr_drop_epoch: int = 40
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        from morphable.data.voxels import VolumeSpec
+
+        check_choice("model.variant", self.variant, VRN_VARIANTS)
+        VolumeSpec(self.size, self.depth, self.depth_scale, self.fill)
+        if self.size % 2:
+            raise MorphableError(f"model.size must be even (the hourglasses work at S / 2); got {self.size}")
+        for name in ("features", "stacks", "landmark_features", "landmark_stacks", "lr_drop_epoch"):
+            check_positive(f"model.{name}", getattr(self, name))
+        check_range("model.heatmap_weight", self.heatmap_weight, 0.0, None)
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """What the registry knows of a method: its ``family`` (one of :data:`FAMILIES`), its model ``config``
@@ -280,6 +318,7 @@ class MethodSpec:
 
 
 _AUTOENCODER = "morphable.explicit.method:AutoencoderMethod"
+_VRN = "morphable.image.method:VRNMethod"
 METHODS: dict[str, MethodSpec] = {
     "pca": MethodSpec("explicit", PCAConfig, "morphable.explicit.pca:PCAModel", "PCA 3DMM baseline",
                       training="closed-form"),
@@ -296,6 +335,9 @@ METHODS: dict[str, MethodSpec] = {
                       "NPM / DeepSDF auto-decoder"),
     "triplane": MethodSpec("implicit", TriplaneConfig, "morphable.implicit.method:ImplicitMethod",
                            "tri-plane SDF auto-decoder"),
+    "vrn": MethodSpec("image", VRNConfig, _VRN, "VRN: volumetric regression from one photo"),
+    "vrn-guided": MethodSpec("image", VRNConfig, _VRN, "VRN-guided: landmark heatmaps stacked with the photo"),
+    "vrn-multitask": MethodSpec("image", VRNConfig, _VRN, "VRN-multitask: shared hourglass, volume + landmarks"),
 }
 
 
@@ -467,6 +509,26 @@ def _triplane_full_small() -> ExperimentConfig:
     return _ablation(TriplaneConfig(**TP_SMALL), views=True, staged=True)
 
 
+VRN_METHOD = {"plain": "vrn", "guided": "vrn-guided", "multitask": "vrn-multitask"}
+
+
+def _vrn(variant: str) -> ExperimentConfig:
+    """The paper's VRN: 192 x 192 crops, 200 slices, 256 features, RMSProp 1e-4 dropped to 1e-5 after 40
+    epochs (60 in all here; the paper does not give the total)."""
+    return ExperimentConfig(method=VRN_METHOD[variant], model=VRNConfig(variant=variant),
+                            train=TrainConfig(epochs=60, batch_size=8, optimizer="rmsprop", lr=1e-4, lr_decay=1.0))
+
+
+def _vrn_cpu(variant: str) -> ExperimentConfig:
+    """VRN at half the paper's size for 2 CPU cores: 96 x 96 crops, 100 slices (the same x2 depth scale), 64
+    features (landmark network 32, one stack); about 0.45 s of network per step of batch 8 on 2 cores, so 24
+    epochs of the 1,920 training photos of a 2,400-photo dataset take about an hour; the lr drop after 16."""
+    return ExperimentConfig(method=VRN_METHOD[variant],
+                            model=VRNConfig(variant=variant, size=96, depth=100, features=64, landmark_features=32,
+                                            landmark_stacks=1, lr_drop_epoch=16),
+                            train=TrainConfig(epochs=24, batch_size=8, optimizer="rmsprop", lr=1e-4, lr_decay=1.0))
+
+
 PRESETS: dict[str, Callable[[], ExperimentConfig]] = {  # every value's method is a key of METHODS
     "npm": lambda: _implicit("npm", NPMConfig(), batch_size=32, epochs=10000),
     "npm-small": lambda: _implicit_small("npm", NPMConfig(hidden=64, n_layers=4)),
@@ -490,4 +552,10 @@ PRESETS: dict[str, Callable[[], ExperimentConfig]] = {  # every value's method i
     "deep3dmm-spiral": lambda: _neural3dmm(SIMPLE_FILTERS, "fused", "deep3dmm-spiral"),
     "deep3dmm-spiral-wider": lambda: _neural3dmm(WIDER_FILTERS, "fused", "deep3dmm-spiral"),
     "lwae": _lwae,
+    "vrn": lambda: _vrn("plain"),
+    "vrn-guided": lambda: _vrn("guided"),
+    "vrn-multitask": lambda: _vrn("multitask"),
+    "vrn-cpu": lambda: _vrn_cpu("plain"),
+    "vrn-guided-cpu": lambda: _vrn_cpu("guided"),
+    "vrn-multitask-cpu": lambda: _vrn_cpu("multitask"),
 }

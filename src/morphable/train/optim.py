@@ -1,6 +1,6 @@
 """Optimisers and the learning-rate decay named by :class:`morphable.config.TrainConfig`.
 
-``TrainConfig.optimizer`` is ``adam``, ``adamw`` or ``sgd`` (with ``momentum``), at ``lr`` with
+``TrainConfig.optimizer`` is ``adam``, ``adamw``, ``rmsprop`` or ``sgd`` (with ``momentum``), at ``lr`` with
 ``weight_decay``. ``TrainConfig.lr_decay`` has one meaning for every method: the learning rate is
 multiplied by ``lr_decay`` every ``every`` epochs,
 
@@ -34,6 +34,8 @@ def make_optimizer(train: TrainConfig, params: Iterable[torch.nn.Parameter]) -> 
         return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
     if train.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    if train.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=train.lr, weight_decay=train.weight_decay)
     raise MorphableError(f"unknown optimizer '{train.optimizer}' (choose one of {', '.join(OPTIMIZERS)})")
 
 
