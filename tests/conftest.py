@@ -138,3 +138,14 @@ def npm_run(sdf_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "npm"
     assert main(["train", "npm-small", "--data", str(sdf_dir), "--out", str(out), "--quiet"]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_photos(tmp_path_factory) -> Path:
+    """``morphable data photos``: 30 ICT-FaceKit photos of 10 identities at 64 x 64 (train 24, val 3, test 3)."""
+    from morphable.data.photos import PhotoSettings, load_photo_model, write_photo_dataset
+
+    model = load_photo_model(require(ICT_NPZ), require(ICT_FOLDER))[0]
+    root = tmp_path_factory.mktemp("photos") / "tiny"
+    return write_photo_dataset(model, root, PhotoSettings(count=30, identities=10, resolution=64, seed=1),
+                               progress=False)

@@ -10,10 +10,11 @@ from morphable.experiment import evaluate, train
 
 EXPLICIT = sorted(p for p in PRESETS if PRESETS[p]().family == "explicit")
 IMPLICIT = sorted(p for p in PRESETS if PRESETS[p]().family == "implicit")
+IMAGE = sorted(p for p in PRESETS if PRESETS[p]().family == "image")
 
 
 def test_every_preset_is_in_a_family_and_smoke_tested():
-    assert set(EXPLICIT) | set(IMPLICIT) == set(PRESETS)
+    assert set(EXPLICIT) | set(IMPLICIT) | set(IMAGE) == set(PRESETS)
     assert {PRESETS[p]().method for p in PRESETS} <= set(METHODS)
 
 
@@ -35,6 +36,10 @@ def shrink(config):
             config.train.epochs = len(model.stages)
             model.stages = [{**stage, "start": k} for k, stage in enumerate(model.stages)]
         config.train.batch_size = 2
+    if config.family == "image":
+        model = config.model
+        model.size, model.depth, model.features, model.landmark_features = 32, 32, 16, 8
+        config.train.batch_size = 8
     return config
 
 
@@ -110,6 +115,16 @@ def test_preset_builds_at_full_size(preset, paper_template, tmp_path):
         if preset in ("npm", "triplane"):  # the paper sizes: 8 x 1024 MLP; 256^2 x 32 planes from a 512-d code
             assert count > 5e6
         return
+    if config.family == "image":
+        from morphable.image.method import VRNMethod
+
+        method = VRNMethod(config, "cpu")
+        count = sum(p.numel() for n in method.networks.values() for p in n.parameters())
+        volume_head = method.networks.get("volume", method.networks.get("multitask"))
+        head = volume_head.head.up if hasattr(volume_head, "head") else volume_head.volume_head.up
+        assert head.out_channels == config.model.depth  # one output channel per depth slice
+        assert count > (5e6 if config.model.size == 192 else 3e5)  # two 256-feature hourglasses: about 7 M
+        return
     if config.spec.training == "closed-form":
         from morphable.explicit.pca import PCAModel
 
@@ -134,3 +149,15 @@ def test_preset_builds_at_full_size(preset, paper_template, tmp_path):
     out = out[0] if isinstance(out, tuple) else out
     assert out.shape == (2, len(vertices), 3)
     assert sum(p.numel() for p in network.parameters()) > 1e4
+
+
+@pytest.mark.parametrize("preset", IMAGE)
+def test_image_preset_trains_and_evaluates(preset, tiny_photos, tmp_path):
+    config = shrink(PRESETS[preset]())
+    config.data.path = str(tiny_photos)
+    metrics = train(config, tmp_path / "run", progress=False)
+    nme = metrics["gt"]["vrn"]["mean"]
+    assert metrics["gt"]["vrn"]["count"] == 3 and np.isfinite(nme) and 0 < nme < 2
+    assert (tmp_path / "run" / "plots" / "cumulative_nme.png").exists()
+    again = evaluate(tmp_path / "run", crops=("gt",))
+    assert np.isclose(again["gt"]["vrn"]["mean"], nme, rtol=1e-6)
