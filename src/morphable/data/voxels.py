@@ -284,6 +284,15 @@ def voxelise(vertices: np.ndarray, faces: np.ndarray, spec: VolumeSpec, fill: st
 # --------------------------------------------------------------------------- samples of a photo dataset
 
 
+def crop_image(photo: np.ndarray, crop_matrix: np.ndarray, size: int) -> np.ndarray:
+    """The network input: ``photo (H, W, 3)`` uint8 resampled into the ``size x size`` crop of ``crop_matrix``
+    (photo -> crop pixels), ``(3, size, size)`` float32 in [0, 1], black outside the photo."""
+    from morphable.image.align import warp
+
+    image = warp(np.asarray(photo).astype(np.float32) / 255.0, crop_matrix, size)
+    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+
+
 def sample_frame(dataset, i: int, spec: VolumeSpec) -> tuple[np.ndarray, float]:
     """The ground-truth crop of photo ``i`` of a :class:`~morphable.data.photos.PhotoDataset`: its ``(3, 3)``
     photo -> crop matrix (from the GT 2D landmarks) and the reference depth ``Z_0`` (mean landmark depth)."""
@@ -388,7 +397,7 @@ class VoxelSamples:
         self.epoch = int(epoch)
 
     def __getitem__(self, item: int) -> dict:
-        from morphable.image.align import apply_transform, warp
+        from morphable.image.align import apply_transform
 
         i = int(self.indices[item])
         ds, spec = self.dataset, self.spec
@@ -401,12 +410,11 @@ class VoxelSamples:
             rng = np.random.default_rng([self.seed, self.epoch, i])
             J, flip, colour = self.augmentation.sample(rng, spec.size)
             A = J @ A
-        image = warp(ds.image(i).astype(np.float32) / 255.0, A, spec.size)
-        image = np.clip(image * colour.astype(np.float32), 0.0, 1.0)
+        image = np.clip(crop_image(ds.image(i), A, spec.size) * colour.astype(np.float32)[:, None, None], 0.0, 1.0)
         vox = camera_to_volume(ds.mesh(i), ds.annotations["K"][i], A, z_ref, spec)
         crop_landmarks = apply_transform(A, landmarks)
         if flip:
             crop_landmarks, visible = crop_landmarks[IBUG_MIRROR], visible[IBUG_MIRROR]
-        return {"image": np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32),
+        return {"image": image,
                 "front": front_depth(vox, self.faces, spec.size), "back": back_depth(vox, self.faces, spec.size),
                 "landmarks": crop_landmarks.astype(np.float32), "visible": visible, "index": i}

@@ -53,7 +53,7 @@ def _summary(values: list[float]) -> dict[str, float | int | None]:
 def _crops(dataset, indices, spec, kind: str, detector: str):
     """Per photo: the 68 landmarks the crop is made from (photo pixels; None: no face detected), its crop
     matrix (or None), and the crop images ``(3, S, S)`` of the photos that have one."""
-    from morphable.image.align import warp
+    from morphable.data.voxels import crop_image
 
     landmarks, matrices, images = [], [], []
     for i in indices:
@@ -69,7 +69,7 @@ def _crops(dataset, indices, spec, kind: str, detector: str):
         landmarks.append(points)
         matrices.append(A)
         if A is not None:
-            images.append(warp(photo.astype(np.float32) / 255.0, A, spec.size).transpose(2, 0, 1))
+            images.append(crop_image(photo, A, spec.size))
     return landmarks, matrices, images
 
 
