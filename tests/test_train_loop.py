@@ -186,15 +186,16 @@ def test_step_decay_is_exponential_lr_per_epoch_and_a_step_every_k_epochs():
 
 def test_make_optimizer_follows_the_config_and_refuses_unknown_names():
     params = [nn.Parameter(torch.zeros(2))]
-    for name, cls in (("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)):
+    for name, cls in (("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD),
+                      ("rmsprop", torch.optim.RMSprop)):
         opt = make_optimizer(TrainConfig(optimizer=name, lr=0.25, weight_decay=0.5, momentum=0.7), params)
         assert type(opt) is cls and opt.param_groups[0]["lr"] == 0.25 and opt.param_groups[0]["weight_decay"] == 0.5
     assert make_optimizer(TrainConfig(optimizer="sgd", momentum=0.7), params).param_groups[0]["momentum"] == 0.7
-    with pytest.raises(MorphableError, match="train.optimizer must be one of sgd, adam, adamw; got 'rmsprop'"):
-        TrainConfig(optimizer="rmsprop")
+    with pytest.raises(MorphableError, match="train.optimizer must be one of sgd, adam, adamw, rmsprop; got 'lbfgs'"):
+        TrainConfig(optimizer="lbfgs")
     edited = TrainConfig()
-    edited.optimizer = "rmsprop"  # set after construction: make_optimizer still refuses it
-    with pytest.raises(MorphableError, match=r"unknown optimizer 'rmsprop' \(choose one of sgd, adam, adamw\)"):
+    edited.optimizer = "lbfgs"  # set after construction: make_optimizer still refuses it
+    with pytest.raises(MorphableError, match=r"unknown optimizer 'lbfgs' \(choose one of sgd, adam, adamw, rmsprop\)"):
         make_optimizer(edited, params)
     with pytest.raises(MorphableError, match="interval 'batch'"):
         SchedulerSpec(None, "batch")

@@ -117,8 +117,8 @@ def test_bad_config_values_are_one_line(tiny_faces, tmp_path, capsys):
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"method": "coma", "train": {"optimizer": "lbfgs"}}))
     one_line_error(capsys, ["eval", str(run)], "config.json", "train.optimizer")
-    (run / "config.json").write_text(json.dumps({"method": "vrn"}))
-    one_line_error(capsys, ["eval", str(run)], "unknown method 'vrn'")
+    (run / "config.json").write_text(json.dumps({"method": "nerf"}))
+    one_line_error(capsys, ["eval", str(run)], "unknown method 'nerf'")
 
 
 def test_implicit_training_refuses_mesh_options(sdf_dir, tmp_path, capsys):

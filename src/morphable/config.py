@@ -286,7 +286,7 @@ class VRNConfig:
     augment: bool = True
 
     def __post_init__(self) -> None:
-        from morphable.data.voxels import VolumeSpec
+        from morphable.data.volume_spec import VolumeSpec
 
         check_choice("model.variant", self.variant, VRN_VARIANTS)
         VolumeSpec(self.size, self.depth, self.depth_scale, self.fill)
