@@ -12,8 +12,8 @@ with ``T`` rigid ICP from the identity (both already share the frame; pairs fart
 inter-ocular distance are left out of the ICP steps, so the back of the head does not pull; when fewer than
 three pairs are that close, all pairs are used),
 :func:`morphable.metrics.nme_3d`. Per |yaw| bin (0-30, 30-60, 60-90 degrees, as AFLW2000-3D) and as cumulative
-curves. The mean-face baseline (:mod:`morphable.image.baselines`) is scored in the same crops with the same
-code; guided / multitask landmark outputs get the 2D landmark NME (inter-ocular) in photo pixels.
+curves. The baselines (:mod:`morphable.image.baselines`: the mean face, and the linear 3DMM landmark fit when
+the linear model is given) are scored in the same crops with the same code; guided / multitask landmark outputs get the 2D landmark NME (inter-ocular) in photo pixels.
 """
 
 from __future__ import annotations
@@ -74,12 +74,14 @@ def _crops(dataset, indices, spec, kind: str, detector: str):
 
 
 def evaluate_vrn(model, dataset, out: str | Path, *, split: str = "test", crops: tuple[str, ...] = ("gt", "detected"),
-                 detector: str = "auto", limit: int | None = None, progress: bool = True) -> dict[str, Any]:
+                 detector: str = "auto", limit: int | None = None, linear_model=None,
+                 progress: bool = True) -> dict[str, Any]:
     """Score ``model`` (``spec``, ``variant``, ``predict``; :class:`~morphable.image.model.VRNModel`) on the
-    ``split`` of a :class:`~morphable.data.photos.PhotoDataset` (module docstring); plots and ``nme.csv`` go to
-    ``out``. Returns the metrics (JSON-able)."""
+    ``split`` of a :class:`~morphable.data.photos.PhotoDataset` (module docstring) beside the mean face and,
+    given the :class:`~morphable.data.linear.LinearFaceModel` the photos were made with (or another of their
+    topology), the linear landmark fit; plots and ``nme.csv`` go to ``out``. Returns the metrics (JSON-able)."""
     from morphable.image.align import apply_transform
-    from morphable.image.baselines import mean_face, place_by_landmarks
+    from morphable.image.baselines import fit_linear_to_landmarks, linear_basis, mean_face, place_by_landmarks
     from morphable.image.volume_mesh import volume_to_mesh
     from morphable.metrics import landmark_nme
 
@@ -91,15 +93,21 @@ def evaluate_vrn(model, dataset, out: str | Path, *, split: str = "test", crops:
         raise MorphableError(f"{dataset.root}: the {split} split holds no photos")
     train = dataset.indices("train")
     mean = mean_face(dataset, train[np.linspace(0, len(train) - 1, min(len(train), 200)).astype(int)])
-    landmark_vertices = dataset.topology["landmarks"]
+    landmark_vertices, face = dataset.topology["landmarks"], _face(dataset)
+    baselines = {"mean_face": lambda marks: place_by_landmarks(mean, landmark_vertices, marks)}
+    if linear_model is not None:
+        basis_mean, basis = linear_basis(linear_model, dataset.topology)
+        baselines["linear_fit"] = lambda marks: fit_linear_to_landmarks(basis_mean, basis, landmark_vertices, marks)
     yaw = np.abs(dataset.annotations["yaw_pitch_roll"][indices, 0])
     rows: list[dict[str, Any]] = [{"index": int(i), "id": dataset.ids[i], "yaw": float(y)} for i, y in zip(indices, yaw)]
-    metrics: dict[str, Any] = {"split": split, "photos": int(len(indices)), "variant": model.variant}
+    metrics: dict[str, Any] = {"split": split, "photos": int(len(indices)), "variant": model.variant,
+                               "methods": ["vrn", *baselines]}
     for kind in crops:
         used, matrices, images = _crops(dataset, indices, spec, kind, detector)
         scored = [k for k, A in enumerate(matrices) if A is not None]
         prediction = model.predict(np.stack(images)) if images else None
-        vrn, base, predicted_2d = [np.nan] * len(indices), [np.nan] * len(indices), {}
+        nme = {name: [np.nan] * len(indices) for name in metrics["methods"]}
+        predicted_2d = {}
         iterator = enumerate(scored)
         if progress:
             from tqdm import tqdm
@@ -110,31 +118,30 @@ def evaluate_vrn(model, dataset, out: str | Path, *, split: str = "test", crops:
             gt, eyes = gt_face_points(dataset, i, spec, A)
             try:
                 vertices, _ = volume_to_mesh(prediction.volume[j], spec)
-                vrn[k] = nme_in_crop(vertices, gt, eyes)
+                nme["vrn"][k] = nme_in_crop(vertices, gt, eyes)
             except MorphableError:
-                vrn[k] = np.inf  # an empty or full volume: no surface to score
-            crop_landmarks = apply_transform(A, used[k])  # the mean face is placed by the crop's own landmarks
-            base[k] = nme_in_crop(place_by_landmarks(mean, landmark_vertices, crop_landmarks)[_face(dataset)],
-                                  gt, eyes)
+                nme["vrn"][k] = np.inf  # an empty or full volume: no surface to score
+            crop_landmarks = apply_transform(A, used[k])  # the baselines are placed by the crop's own landmarks
+            for name, place in baselines.items():
+                nme[name][k] = nme_in_crop(place(crop_landmarks)[face], gt, eyes)
             if prediction.landmarks is not None:
                 predicted_2d[k] = apply_transform(np.linalg.inv(A), prediction.landmarks[j])
         for k in range(len(indices)):
-            rows[k][f"vrn_{kind}"], rows[k][f"mean_face_{kind}"] = vrn[k], base[k]
-        entry = {"vrn": _summary(vrn), "mean_face": _summary(base),
-                 "unscorable_volumes": int(np.isinf(vrn).sum()),
+            rows[k].update({f"{name}_{kind}": values[k] for name, values in nme.items()})
+        in_bin = {f"{lo}-{hi}": [k for k in range(len(indices)) if lo <= yaw[k] < hi or (hi == 90 and yaw[k] == 90)]
+                  for lo, hi in YAW_BINS}
+        entry = {**{name: _summary(values) for name, values in nme.items()},
+                 "unscorable_volumes": int(np.isinf(nme["vrn"]).sum()),
                  "failures": int(len(indices) - len(scored)), "failure_rate": float(1 - len(scored) / len(indices)),
-                 "per_yaw": {f"{lo}-{hi}": {"vrn": _summary([vrn[k] for k in range(len(indices))
-                                                             if lo <= yaw[k] < hi or (hi == 90 and yaw[k] == 90)]),
-                                            "mean_face": _summary([base[k] for k in range(len(indices))
-                                                                   if lo <= yaw[k] < hi or (hi == 90 and yaw[k] == 90)])}
-                             for lo, hi in YAW_BINS}}
+                 "per_yaw": {b: {name: _summary([values[k] for k in ks]) for name, values in nme.items()}
+                             for b, ks in in_bin.items()}}
         if predicted_2d:
             ks = sorted(predicted_2d)
             gt2d = dataset.annotations["landmarks_2d"][indices[ks]]
             entry["landmark_nme_2d"] = landmark_nme(np.stack([predicted_2d[k] for k in ks]), gt2d).mean
         metrics[kind] = entry
     _write_csv(out / "nme.csv", rows)
-    _plot_cumulative(out / "cumulative_nme.png", rows, crops)
+    _plot_cumulative(out / "cumulative_nme.png", rows, crops, metrics["methods"])
     return metrics
 
 
@@ -153,8 +160,8 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def _plot_cumulative(path: Path, rows: list[dict[str, Any]], crops: tuple[str, ...]) -> None:
-    """The fraction of photos with NME <= x (the paper's figures), VRN and the mean face, per crop kind."""
+def _plot_cumulative(path: Path, rows: list[dict[str, Any]], crops: tuple[str, ...], methods: list[str]) -> None:
+    """The fraction of photos with NME <= x (the paper's figures), VRN and the baselines, per crop kind."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -165,7 +172,7 @@ def _plot_cumulative(path: Path, rows: list[dict[str, Any]], crops: tuple[str, .
     fig, ax = plt.subplots(figsize=(5.5, 4))
     x = np.linspace(0, 0.12, 121)
     for kind in crops:
-        for name, style in (("vrn", "-"), ("mean_face", "--")):
+        for name, style in zip(methods, ("-", "--", ":")):
             values = np.array([r[f"{name}_{kind}"] for r in rows], dtype=np.float64)
             values = np.where(np.isnan(values), np.inf, values)  # failures count as never reaching x
             ax.plot(x, [(values <= t).mean() for t in x], style, label=f"{name.replace('_', ' ')} ({kind} crops)")
