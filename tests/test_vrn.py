@@ -259,7 +259,7 @@ def test_a_tiny_vrn_overfits_one_photo(variant, photos):
     assert volume_iou(logits, target).item() > 0.9
 
 
-def test_the_learning_rate_drops_at_the_configured_epoch():
+def test_the_learning_rates_follow_the_config_and_drop_at_the_configured_epoch():
     from morphable.config import PRESETS
     from morphable.image.method import VRNMethod
 
@@ -267,6 +267,7 @@ def test_the_learning_rate_drops_at_the_configured_epoch():
     config.model.size, config.model.depth, config.model.features, config.model.landmark_features = 32, 32, 16, 8
     config.model.lr_drop_epoch = 2
     method = VRNMethod(config, "cpu")
+    assert list(method.optimizers()) == ["landmarks", "volume"] and config.model.landmark_lr_scale == 2.5
     rates = []
     for _ in range(4):
         rates.append([opt.param_groups[0]["lr"] for opt in method.optimizers().values()])
@@ -274,5 +275,6 @@ def test_the_learning_rate_drops_at_the_configured_epoch():
             opt.step()  # no gradients: a no-op that keeps the scheduler's step order
         for spec in method.schedulers().values():
             spec.scheduler.step()
-    assert rates == [[1e-4, 1e-4], [1e-4, 1e-4], [pytest.approx(1e-5)] * 2, [pytest.approx(1e-5)] * 2]
+    before, after = [2.5e-4, 1e-4], [pytest.approx(2.5e-5), pytest.approx(1e-5)]
+    assert rates == [before, before, after, after]
     assert type(next(iter(method.optimizers().values()))).__name__ == "RMSprop"

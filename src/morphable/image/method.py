@@ -8,12 +8,13 @@ Per-voxel sigmoid cross-entropy between the volume logits ``V'`` and the target 
 plus, for the landmark outputs (guided's landmark network, multitask's landmark branch), ``heatmap_weight``
 times the mean squared error to 68 Gaussians (sigma 1 at ``S / 2``). VRN-guided's volume network sees the
 ground-truth landmarks' heatmaps in training and its landmark network's peaks at test time; validation (and
-``predict``) runs the test-time path. RMSProp per network; the learning rate drops x0.1 after
-``lr_drop_epoch`` epochs.
+``predict``) runs the test-time path. RMSProp per network (guided's landmark network at
+``landmark_lr_scale`` times the rate); the learning rate drops x0.1 after ``lr_drop_epoch`` epochs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -56,9 +57,17 @@ class VRNMethod:
         self.networks = {name: net.to(self.device) for name, net in networks.items()}
         self.forward_networks = dict(self.networks)
         self.stage = 0
-        self._optimizers = {name: make_optimizer(config.train, net.parameters()) for name, net in self.networks.items()}
+        self._optimizers = {name: make_optimizer(self._train_config(name), net.parameters())
+                            for name, net in self.networks.items()}
         self._schedulers = {name: SchedulerSpec(torch.optim.lr_scheduler.MultiStepLR(opt, [m.lr_drop_epoch], 0.1))
                             for name, opt in self._optimizers.items()}
+
+    def _train_config(self, network: str):
+        """The optimiser settings of one network: guided's landmark network at ``landmark_lr_scale`` x lr."""
+        train = self.config.train
+        if network == "landmarks":
+            return dataclasses.replace(train, lr=train.lr * self.config.model.landmark_lr_scale)
+        return train
 
     # ------------------------------------------------------------------ the loop's contract
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
