@@ -173,19 +173,15 @@ def uv_position_map(mean: np.ndarray, faces: np.ndarray, uvs: np.ndarray, face_u
     from scipy import ndimage
 
     from morphable.mesh.normals import vertex_normals
-    from morphable.render.camera import Camera
-    from morphable.render.raster import interpolate, rasterize
+    from morphable.render.raster import interpolate
+    from morphable.render.uv_space import rasterize_uv
 
     used = np.unique(face_uvs)
     lo, hi = uvs[used].min(axis=0), uvs[used].max(axis=0)
     if not np.all(hi > lo):
         raise MorphableError("the textured faces' UVs span no area")
     width = max(1, int(np.rint(height * (hi[0] - lo[0]) / (hi[1] - lo[1]))))
-    t = (uvs - lo) / (hi - lo)
-    screen = np.stack([t[:, 0] * width - 0.5, (1 - t[:, 1]) * height - 0.5, np.ones(len(t))], axis=1)
-    camera = Camera(1.0, 1.0, 0.0, 0.0, width, height, torch.eye(3, dtype=torch.float64),
-                    torch.zeros(3, dtype=torch.float64))
-    r = rasterize(torch.from_numpy(screen), face_uvs, camera, smooth=False)
+    r = rasterize_uv((uvs - lo) / (hi - lo), face_uvs, height, width)
     corner_of_uv = np.zeros(len(uvs), dtype=np.int64)
     corner_of_uv[face_uvs.reshape(-1)] = faces.reshape(-1)
     normals = vertex_normals(torch.from_numpy(mean), torch.from_numpy(faces)).numpy()
