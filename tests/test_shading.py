@@ -206,3 +206,31 @@ def test_render_shaded_texture_gradients():
         one, one_mask = render_shaded(batch[k], F, cam, sh.detach(), texture=texture.detach(), uvs=uvs, face_uvs=F)
         torch.testing.assert_close(both[k], one)
         torch.testing.assert_close(mask[k], one_mask)
+
+
+def test_render_shaded_mixes_a_texture_with_per_vertex_albedo_and_srgb_matches_numpy():
+    """Under a white sky a quad whose first triangle is textured and second coloured per vertex shows the
+    texture on the first and the vertex colour on the second; ``to_srgb`` equals the numpy transfer function."""
+    from morphable.data.albedo import linear_to_srgb
+    from morphable.render import Camera, render_shaded
+    from morphable.render.shading import to_srgb
+
+    V = torch.tensor([[-1.0, -1.0, 0.0], [1.0, -1.0, 0.0], [1.0, 1.0, 0.0], [-1.0, 1.0, 0.0]], dtype=torch.float64)
+    F = np.array([[0, 1, 2], [0, 2, 3]])
+    uvs = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    cam = Camera.look_at((0.0, 0.0, 4.0), fov_deg=30, width=16, height=16)
+    sky = torch.zeros(9, 3, dtype=torch.float64)
+    sky[0] = 2 * math.sqrt(math.pi)
+    texture = torch.tensor([0.2, 0.5, 0.7], dtype=torch.float64)[:, None, None].expand(3, 4, 4)
+    colour = torch.tensor([0.9, 0.1, 0.3], dtype=torch.float64).expand(4, 3)
+    image, mask = render_shaded(V, F, cam, sky, albedo=colour, texture=texture, uvs=uvs, face_uvs=F,
+                                textured=np.array([True, False]), antialias=False)
+    from morphable.render.raster import rasterize
+
+    face = rasterize(V, F, cam).face_index
+    torch.testing.assert_close(image[face == 0], texture[:, 0, 0].expand(int((face == 0).sum()), 3))
+    torch.testing.assert_close(image[face == 1], colour[:1].expand(int((face == 1).sum()), 3))
+    with pytest.raises(MorphableError, match="untextured need a per-vertex albedo"):
+        render_shaded(V, F, cam, sky, texture=texture, uvs=uvs, face_uvs=F, textured=np.array([True, False]))
+    c = torch.linspace(-0.1, 1.1, 241, dtype=torch.float64)
+    np.testing.assert_allclose(to_srgb(c).numpy(), linear_to_srgb(c.numpy()), atol=1e-12)

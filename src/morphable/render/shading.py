@@ -102,6 +102,13 @@ def sh_shading(normals: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
     return torch.bmm(flat, light).reshape(*basis.shape[:-1], 3)
 
 
+def to_srgb(linear: torch.Tensor) -> torch.Tensor:
+    """The sRGB transfer function of linear RGB clipped to [0, 1]: ``12.92 c`` below 0.0031308, else
+    ``1.055 c^(1/2.4) - 0.055`` (differentiable; :func:`morphable.data.albedo.linear_to_srgb` in numpy)."""
+    c = linear.clamp(0.0, 1.0)
+    return torch.where(c <= 0.0031308, 12.92 * c, 1.055 * c.clamp_min(0.0031308) ** (1 / 2.4) - 0.055)
+
+
 def shade(albedo: torch.Tensor, normals: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
     """Lambertian radiance ``rho E(n) / pi``: ``albedo (..., 3)``, ``normals (..., 3)`` -> ``(..., 3)``
     (``sh`` as in :func:`sh_shading`)."""
@@ -177,6 +184,7 @@ def vertex_values_from_uv_map(uv_map: torch.Tensor, uvs: torch.Tensor | np.ndarr
 def render_shaded(vertices: torch.Tensor, faces: torch.Tensor | np.ndarray, camera: Camera | Sequence[Camera],
                   sh: torch.Tensor, *, albedo: torch.Tensor | None = None, texture: torch.Tensor | None = None,
                   uvs: torch.Tensor | np.ndarray | None = None, face_uvs: torch.Tensor | np.ndarray | None = None,
+                  textured: torch.Tensor | np.ndarray | None = None,
                   background: torch.Tensor | float = 0.0, antialias: bool = True,
                   neighbours: torch.Tensor | None = None, **options) -> tuple[torch.Tensor, torch.Tensor]:
     """Rasterise, interpolate normals and albedo, shade with SH light, composite and anti-alias: one call.
@@ -193,6 +201,8 @@ def render_shaded(vertices: torch.Tensor, faces: torch.Tensor | np.ndarray, came
         albedo: ``(V, 3)`` or ``(B, V, 3)`` per-vertex albedo; or give ``texture``.
         texture: ``(3, Ht, Wt)`` or ``(B, 3, Ht, Wt)`` albedo texture with ``uvs (T, 2)`` and ``face_uvs (F, 3)``.
             With neither albedo nor texture the albedo is 1.
+        textured: ``(F,)`` bool with a texture: the faces it colours; the others take ``albedo`` (e.g. a face
+            model's textured skin beside eyeballs and mouth socket coloured per vertex).
         background: a colour (float or ``(3,)``) or an image ``([B,] H, W, 3)`` behind the mesh.
         antialias: blend along silhouettes (:func:`morphable.render.raster.antialias`) so that they pass
             gradients to vertex positions; False gives the hard, z-buffered image.
@@ -214,6 +224,12 @@ def render_shaded(vertices: torch.Tensor, faces: torch.Tensor | np.ndarray, came
         uv_table = torch.as_tensor(uvs, device=r.bary.device).to(r.bary.dtype)
         pixel_uv = raster.interpolate(uv_table, face_uvs, r.face_index, r.bary)
         colour = sample_texture(texture, pixel_uv)
+        if textured is not None:
+            if albedo is None:
+                raise MorphableError("faces left untextured need a per-vertex albedo")
+            own = raster.interpolate(albedo, faces, r.face_index, r.bary)
+            is_textured = torch.as_tensor(textured, dtype=torch.bool, device=own.device)[r.face_index.clamp(min=0)]
+            colour = torch.where(is_textured[..., None], colour, own)
     elif albedo is not None:
         colour = raster.interpolate(albedo, faces, r.face_index, r.bary)
     else:
