@@ -269,7 +269,9 @@ class VRNConfig:
     ``features`` of the hourglasses, ``stacks`` of the volume network (plain, guided), ``landmark_features``
     and ``landmark_stacks`` of VRN-guided's landmark network, trained at ``landmark_lr_scale`` times the
     learning rate (paper 1: one rate for all); ``heatmap_weight`` on the heatmap MSE
-    (guided's landmark network, multitask's landmark branch) beside the per-voxel cross-entropy; the
+    (guided's landmark network, multitask's landmark branch) beside the per-voxel cross-entropy, whose targets
+    are Gaussians of ``heatmap_sigma`` heatmap pixels (the guide fed to the volume network keeps the paper's
+    sigma 1 crop pixel); the
     learning rate (TrainConfig, RMSProp) is multiplied by 0.1 after ``lr_drop_epoch`` epochs (paper 40);
     ``augment``: the paper's jitter (``data.voxels.Augmentation``)."""
 
@@ -284,6 +286,7 @@ class VRNConfig:
     landmark_stacks: int = 2
     landmark_lr_scale: float = 1.0
     heatmap_weight: float = 10.0
+    heatmap_sigma: float = 2.0
     lr_drop_epoch: int = 40
     augment: bool = True
 
@@ -297,6 +300,7 @@ class VRNConfig:
         for name in ("features", "stacks", "landmark_features", "landmark_stacks", "lr_drop_epoch"):
             check_positive(f"model.{name}", getattr(self, name))
         check_positive("model.landmark_lr_scale", self.landmark_lr_scale)
+        check_positive("model.heatmap_sigma", self.heatmap_sigma)
         check_range("model.heatmap_weight", self.heatmap_weight, 0.0, None)
 
 
@@ -526,8 +530,9 @@ def _vrn_cpu(variant: str) -> ExperimentConfig:
     """VRN at half the paper's size for 2 CPU cores: 96 x 96 crops, 100 slices (the same x2 depth scale), 64
     features (landmark network 32, one stack). A step of batch 8 takes about 0.7 s on 2 cores (data included;
     about 1 s on one), so 16 epochs of the 1,920 training photos of a 2,400-photo dataset take about 45
-    minutes; the lr drops after 12. Guided's small landmark network trains at 2.5 x the rate: at 1e-4 it
-    stayed at chance (about 43 px mean error on 96-px crops) for 1,750 steps, at 2.5e-4 it reached 22 px."""
+    minutes; the lr drops after 12. Guided's small landmark network trains at 2.5 x the rate: with sigma-1
+    targets at 1e-4 it stayed at chance (about 43 px mean error on 96-px crops) for 1,750 steps of batch 8, at
+    2.5e-4 it reached 22 px after 1,700; with sigma-2 targets (the default) at 2.5e-4, 16 px after 700."""
     return ExperimentConfig(method=VRN_METHOD[variant],
                             model=VRNConfig(variant=variant, size=96, depth=100, features=64, landmark_features=32,
                                             landmark_stacks=1, landmark_lr_scale=2.5, lr_drop_epoch=12),

@@ -6,7 +6,7 @@ Per-voxel sigmoid cross-entropy between the volume logits ``V'`` and the target 
     L_vol = -(1 / (D S^2)) sum_{k,y,x} [V log sigma(V') + (1 - V) log(1 - sigma(V'))]
 
 plus, for the landmark outputs (guided's landmark network, multitask's landmark branch), ``heatmap_weight``
-times the mean squared error to 68 Gaussians (sigma 1 at ``S / 2``). VRN-guided's volume network sees the
+times the mean squared error to 68 Gaussians (``heatmap_sigma`` pixels of the ``S / 2`` heatmaps). VRN-guided's volume network sees the
 ground-truth landmarks' heatmaps in training and its landmark network's peaks at test time; validation (and
 ``predict``) runs the test-time path. RMSProp per network (guided's landmark network at
 ``landmark_lr_scale`` times the rate); the learning rate drops x0.1 after ``lr_drop_epoch`` epochs.
@@ -92,7 +92,7 @@ class VRNMethod:
         return image, target, batch["landmarks"].to(self.device, torch.float32)
 
     def _heatmap_target(self, landmarks: torch.Tensor) -> torch.Tensor:
-        return gaussian_heatmaps(landmarks, self.spec.size // 2, 1.0, HEATMAP_SCALE)
+        return gaussian_heatmaps(landmarks, self.spec.size // 2, self.config.model.heatmap_sigma, HEATMAP_SCALE)
 
     def _losses(self, batch: dict[str, Any], networks: dict[str, nn.Module], test_path: bool):
         """``(total loss, volume logits, landmark heatmaps or None, scalars)``."""
