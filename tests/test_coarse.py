@@ -99,3 +99,36 @@ def test_a_photo_re_rendered_from_its_ground_truth_coefficients_matches_it(coars
         # E|noise| = 0.8 sigma; what is left is 8-bit rounding and the albedo space's box filter (the light
         # alone wrong gives 0.05-0.13)
         assert error.mean() < 0.8 * a["noise_sigma"][i] + 0.005, (error.mean(), a["noise_sigma"][i])
+
+
+def test_euler_angles_round_trip():
+    from morphable.image.coarse import euler_from_rotation, euler_rotation
+
+    angles = np.random.default_rng(3).uniform(-1.5, 1.5, (6, 3))
+    for a in angles:
+        R = euler_rotation(torch.from_numpy(a)[None])[0].numpy()
+        np.testing.assert_allclose(euler_from_rotation(R), a, atol=1e-10)
+
+
+def test_the_crop_pose_target_puts_the_landmarks_where_the_crop_shows_them(coarse):
+    """GT shape and expression with :meth:`CoarseFace.crop_pose` reproject the photo's landmarks into the crop
+    (weak perspective: sub-pixel on average at every yaw, 64-px crops)."""
+    from morphable.image.align import apply_transform, similarity_transform, template_landmarks
+
+    dataset, face, _ = coarse
+    a = dataset.annotations
+    landmark_ids = face.landmark_ids.numpy()
+    errors = []
+    for i in range(8):
+        A = similarity_transform(a["landmarks_2d"][i], template_landmarks(64, 0.65))
+        alpha, beta = torch.from_numpy(a["shape"][i])[None].float(), torch.from_numpy(a["expression"][i])[None].float()
+        shape = face.shape(alpha, beta)[0].double().numpy()
+        pose = face.crop_pose(a["pose"][i][:3, :3], a["pose"][i][:3, 3], a["K"][i], A, shape[landmark_ids])
+        coefficients = np.zeros(face.layout.size)
+        s = face.layout.slices
+        coefficients[s["identity"]], coefficients[s["expression"]] = a["shape"][i], a["expression"][i]
+        coefficients[s["rotation"]], coefficients[s["translation"]] = pose[:3], pose[3:]
+        decoded = face(torch.from_numpy(coefficients)[None].float())
+        expected = apply_transform(A, a["landmarks_2d"][i])
+        errors.append(np.linalg.norm(decoded.landmarks[0].double().numpy() - expected, axis=1).mean())
+    assert max(errors) < 1.0 and np.mean(errors) < 0.5, errors

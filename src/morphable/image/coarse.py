@@ -81,6 +81,15 @@ def euler_rotation(angles: torch.Tensor) -> torch.Tensor:
     return flip[:, None] * (rz @ rx @ ry)
 
 
+def euler_from_rotation(R: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`euler_rotation`: ``R (3, 3)`` -> ``(3,)`` yaw, pitch, roll in radians (pitch in
+    ``[-pi/2, pi/2]``). With ``M = diag(1, -1, -1) R = R_z R_x R_y``: ``M_21 = sin p``,
+    ``(M_20, M_22) = cos p (-sin y, cos y)`` and ``(M_01, M_11) = cos p (-sin r, cos r)``."""
+    M = np.diag([1.0, -1.0, -1.0]) @ np.asarray(R, dtype=np.float64)
+    pitch = math.asin(float(np.clip(M[2, 1], -1.0, 1.0)))
+    return np.array([math.atan2(-M[2, 0], M[2, 2]), pitch, math.atan2(-M[0, 1], M[1, 1])])
+
+
 @dataclass
 class CoarseFaces:
     """What :class:`CoarseFace` decodes: camera-frame ``vertices (B, V, 3)``, albedo ``texture (B, 3, H_t, W_t)``,
@@ -147,6 +156,39 @@ class CoarseFace(nn.Module):
         c = (self.size - 1) / 2
         return Camera(self.focal_px, self.focal_px, c, c, self.size, self.size, torch.eye(3, dtype=dtype),
                       torch.zeros(3, dtype=dtype))
+
+    def crop_pose(self, R: np.ndarray, t: np.ndarray, K: np.ndarray, crop_matrix: np.ndarray,
+                  landmarks_model: np.ndarray) -> np.ndarray:
+        """The rotation and translation coefficients ``(6,)`` that put a face photographed with pose ``R, t``
+        (model frame -> photo camera) by intrinsics ``K`` where the crop ``crop_matrix`` (photo -> crop pixels,
+        a similarity ``[s Q | a]``) shows it, in this crop camera: the coarse level's pose target.
+
+        The crop is the photo of a virtual camera of focal ``s f`` rolled by ``Q`` about its axis, so the rotation
+        is ``R' = diag(Q, 1) R`` exactly; the crop camera's focal ``f'`` differs, so the face moves along its
+        ray to the depth ``Z' = f' Z / (s f)`` of its landmarks' centroid (``Z``: the centroid's photo depth),
+        where it has the crop's size: weak perspective, as any fixed-focal crop model.
+
+        Args:
+            R, t: ``(3, 3)``, ``(3,)`` model frame -> photo camera; K ``(3, 3)``; crop_matrix ``(3, 3)``.
+            landmarks_model: ``(68, 3)`` the face's model-frame landmark positions.
+        """
+        from morphable.data.voxels import similarity_scale
+
+        A = np.asarray(crop_matrix, dtype=np.float64)
+        s = similarity_scale(A)
+        Q = np.eye(3)
+        Q[:2, :2] = A[:2, :2] / s
+        R_crop = Q @ np.asarray(R, dtype=np.float64)
+        centroid_model = np.asarray(landmarks_model, dtype=np.float64).mean(axis=0)
+        centroid = np.asarray(R, dtype=np.float64) @ centroid_model + t
+        f = 0.5 * (K[0, 0] + K[1, 1])
+        u = K[:2, :2] @ (centroid[:2] / centroid[2]) + K[:2, 2]
+        x = A[:2, :2] @ u + A[:2, 2]
+        depth = self.focal_px * centroid[2] / (s * f)
+        c = (self.size - 1) / 2
+        target = np.array([(x[0] - c) / self.focal_px * depth, (x[1] - c) / self.focal_px * depth, depth])
+        translation = (target - R_crop @ centroid_model - self.t_ref.double().numpy()) / self.cm
+        return np.concatenate([euler_from_rotation(R_crop), translation])
 
     def shape(self, identity: torch.Tensor, expression: torch.Tensor) -> torch.Tensor:
         """``S = mu + B_s alpha + B_e beta``: ``(B, K_s)``, ``(B, K_e)`` -> ``(B, V, 3)`` model frame."""
