@@ -65,6 +65,9 @@ def _add_photos_parser(sub) -> None:
     photos.add_argument("--resolution", type=int, default=224, help="image width and height (default 224)")
     photos.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     photos.add_argument("--workers", type=int, default=1, help="rendering processes (default 1; same files)")
+    photos.add_argument("--detail", type=float, nargs=2, metavar=("MID", "HIGH"), default=(0.0, 0.0),
+                        help="per-identity detail outside the model's span, RMS mm over the face: MID moves the "
+                             "mesh (Gaussian bumps), HIGH bends the shading (wrinkles, folds, pores); default 0 0")
     photos.set_defaults(func=run_photos)
 
 
@@ -261,9 +264,10 @@ def run_data_depth(args: argparse.Namespace) -> int:
 
 
 def run_photos(args: argparse.Namespace) -> int:
+    from morphable.data.face_detail import DetailSettings
     from morphable.data.photos import PhotoDataset, PhotoSettings, describe, load_photo_model, write_photo_dataset
 
-    settings = PhotoSettings(args.count, args.identities, args.resolution, args.seed)
+    settings = PhotoSettings(args.count, args.identities, args.resolution, args.seed, DetailSettings(*args.detail))
     model, source = load_photo_model(args.model, args.uvs_from)
     out = write_photo_dataset(model, args.out, settings, source=source, overwrite=args.overwrite,
                               workers=args.workers)

@@ -20,6 +20,8 @@ landmark vertices (ICT-FaceKit: the ``.npz`` with ``--uvs-from`` its ``FaceXMode
   above it more often than below; Lambertian shading ``rho E(n) / pi``, clamped to [0, 1];
 * albedo: a procedural skin texture per identity (:mod:`morphable.data.albedo`); ICT-FaceKit's mouth socket
   and eyeballs (sclera, iris with pupil, per-identity iris colour) get per-vertex colours;
+* detail (``--detail MID HIGH``, millimetres RMS, off by default): per-identity geometry outside the model's
+  span and a displacement map that bends the shading normals (:mod:`morphable.data.face_detail`);
 * background: a two-colour linear gradient, smooth value noise and up to six translucent discs and
   rectangles; then Gaussian blur (sigma ~ U(0, 1.2) px, none for a third of the images) and Gaussian noise
   (sigma ~ U(0, 0.03) in [0, 1] sRGB), quantised to 8 bits.
@@ -34,6 +36,8 @@ Dataset layout (``docs/images.md``)::
     masks/<id>.png        8-bit, 255 where the GT mesh covers the pixel centre
     meshes/<id>.npy       (V, 3) float32 GT mesh vertices in the camera frame (model unit)
     albedo/<identity>.png the identity's albedo texture (8-bit sRGB; exactly what was rendered)
+    detail/<identity>_mid.npy, _high.npy  with --detail: the mid-band vertex displacement (V, 3) (in the meshes)
+                          and the high-band displacement map (H_t, W_t) (shading only), model units
     topology.npz          faces (F, 3), texture coordinates, textured faces, landmark vertices, parts
     annotations.npz       per-image arrays, first axis = image (see :data:`ANNOTATION_KEYS`)
     contact_sheet.png     a grid of images with their landmarks drawn
@@ -50,12 +54,13 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from morphable.data.face_detail import DetailSettings
 from morphable.data.albedo import (AlbedoParams, PositionMap, albedo_param_names, linear_to_srgb,
                                    sample_albedo_params, skin_albedo, srgb_to_linear, uv_position_map)
 from morphable.data.linear import ICT_EXPRESSIONS, LinearFaceModel, uses_ict_blendshapes
@@ -144,6 +149,31 @@ class PhotoModel:
     def cm(self) -> float:
         """Model units per centimetre."""
         return 10.0 / UNIT_TO_MM[self.model.unit]
+
+    @cached_property
+    def skin(self) -> np.ndarray:
+        """``(V_r,)`` bool, the vertices of textured faces."""
+        skin = np.zeros(len(self.mean), dtype=bool)
+        skin[np.unique(self.faces[self.textured])] = True
+        return skin
+
+    @cached_property
+    def skin_span(self) -> np.ndarray:
+        """``(3 V_r, r)`` orthonormal basis of the shape and expression modes restricted to the skin
+        (:func:`morphable.data.face_detail.span_basis`)."""
+        from morphable.data.face_detail import span_basis
+
+        modes = np.concatenate([self.shape_basis, self.expression_basis]).reshape(-1, len(self.mean), 3)
+        return span_basis((modes * self.skin[None, :, None]).reshape(len(modes), -1))
+
+    @cached_property
+    def mean_normals(self) -> np.ndarray:
+        """``(V_r, 3)`` unit vertex normals of the mean shape."""
+        import torch
+
+        from morphable.mesh.normals import vertex_normals
+
+        return vertex_normals(torch.from_numpy(self.mean), torch.from_numpy(self.faces)).numpy()
 
 
 def check_photo_model(model: LinearFaceModel, path: str | os.PathLike) -> None:
@@ -245,10 +275,13 @@ class Identity:
     texture: np.ndarray
     iris: np.ndarray  # (3,) linear RGB
     corners: np.ndarray  # (3 F_r, 5) float32 per face corner: texture (u, v), then the vertex colour
+    mid: np.ndarray | None = None  # (V_r, 3) float32 mid-band vertex displacement (in ``vertices``)
+    high: np.ndarray | None = None  # (H_t, W_t) float32 high-band displacement map (shading)
 
 
-def make_identity(pm: PhotoModel, seed: int, j: int) -> Identity:
-    """Identity ``j`` of a dataset with ``seed``: ``a ~ N(0, I)``, albedo parameters and texture, iris colour."""
+def make_identity(pm: PhotoModel, seed: int, j: int, detail: DetailSettings = DetailSettings()) -> Identity:
+    """Identity ``j`` of a dataset with ``seed``: ``a ~ N(0, I)``, albedo parameters and texture, iris colour,
+    and the ``detail`` bands (:mod:`morphable.data.face_detail`, their own stream ``[seed, 3, j]``)."""
     rng = np.random.default_rng([seed, 1, j])
     shape = rng.standard_normal(pm.model.n_shape)
     params = sample_albedo_params(rng)
@@ -260,7 +293,20 @@ def make_identity(pm: PhotoModel, seed: int, j: int) -> Identity:
     colour[colour[:, 0] < 0] = iris
     colour[pm.pupil] = 0.01
     corners = np.concatenate([pm.texture_uv[pm.face_uvs], colour[pm.faces]], axis=-1).reshape(-1, 5)
-    return Identity(shape, vertices, params, texture, linear, iris, corners.astype(np.float32))
+    mid = high = None
+    if detail.enabled:
+        from morphable.data.face_detail import high_band, mid_band
+
+        detail_rng = np.random.default_rng([seed, 3, j])
+        if detail.mid_mm > 0:
+            mid = mid_band(detail_rng, pm.mean, pm.mean_normals, pm.landmarks, pm.skin, pm.skin_span, pm.cm,
+                           detail.mid_mm).astype(np.float32)
+            vertices = vertices + mid
+        if detail.high_mm > 0:
+            pmap = pm.position_map
+            high = high_band(detail_rng, pmap.position, pmap.normal, pmap.covered, pmap.landmarks, pm.cm,
+                             detail.high_mm)
+    return Identity(shape, vertices, params, texture, linear, iris, corners.astype(np.float32), mid, high)
 
 
 def sample_expression(model: LinearFaceModel, rng: np.random.Generator) -> np.ndarray:
@@ -472,7 +518,13 @@ def render_photo(pm: PhotoModel, identity: Identity, seed: int, i: int, resoluti
                                     r.bary).split([2, 3], dim=-1)
     textured = torch.from_numpy(pm.textured)[r.face_index.clamp(min=0)] & hit
     albedo = torch.where(textured[..., None], sample_texture(torch.from_numpy(identity.texture), uv), vertex_albedo)
-    lit = shade(albedo, r.normals, torch.from_numpy(sh).float()).clamp(0, 1).numpy()
+    normals = r.normals
+    if identity.high is not None:
+        from morphable.render.displacement import displaced_normal_map
+
+        normals = displaced_normal_map(r, torch.from_numpy(mesh), pm.faces, pm.texture_uv, pm.face_uvs,
+                                       torch.from_numpy(identity.high)[None])
+    lit = shade(albedo, normals, torch.from_numpy(sh).float()).clamp(0, 1).numpy()
     mask = hit.numpy()
     image = np.where(mask[..., None], linear_to_srgb(lit), background)
     if blur > 0:
@@ -504,6 +556,7 @@ class PhotoSettings:
     identities: int
     resolution: int = 224
     seed: int = 0
+    detail: DetailSettings = DetailSettings()
 
     def __post_init__(self) -> None:
         if self.count < 1:
@@ -560,7 +613,7 @@ class _Renderer:
 
     def __init__(self, pm: PhotoModel, settings: PhotoSettings, root: Path) -> None:
         self.pm, self.settings, self.root = pm, settings, root
-        self.identity = lru_cache(maxsize=2)(lambda j: make_identity(pm, settings.seed, j))
+        self.identity = lru_cache(maxsize=2)(lambda j: make_identity(pm, settings.seed, j, settings.detail))
 
     def __call__(self, indices: list[int]) -> list[dict[str, Any]]:
         out = []
@@ -573,7 +626,11 @@ class _Renderer:
             _npy(self.root / "meshes" / f"{name}.npy", photo.mesh)
             j = self.settings.identity_of(i)
             if i == 0 or self.settings.identity_of(i - 1) != j:  # the first image of an identity writes it
-                _png(self.root / "albedo" / f"{j:04d}.png", self.identity(j).texture_srgb)
+                identity = self.identity(j)
+                _png(self.root / "albedo" / f"{j:04d}.png", identity.texture_srgb)
+                for band in ("mid", "high"):
+                    if getattr(identity, band) is not None:
+                        _npy(self.root / "detail" / f"{j:04d}_{band}.npy", getattr(identity, band))
             out.append(photo.annotations)
         return out
 
@@ -643,7 +700,7 @@ def write_photo_dataset(model: LinearFaceModel, out: str | os.PathLike, settings
     splits = identity_splits(settings.identities, settings.seed)
     split_of = {j: name for name, ids in splits.items() for j in ids}
     with atomic_folder(out) as tmp:
-        for folder in ("images", "masks", "meshes", "albedo"):
+        for folder in ("images", "masks", "meshes", "albedo") + (("detail",) if settings.detail.enabled else ()):
             (tmp / folder).mkdir()
         bar = None
         if progress:
@@ -676,7 +733,9 @@ def write_photo_dataset(model: LinearFaceModel, out: str | os.PathLike, settings
                                                                    for j in identity_ids))}
                        for name, ids in splits.items()},
             "albedo_parameters": albedo_param_names(), "annotations": ANNOTATION_KEYS,
-            "expression_names": model.expression_names})
+            "expression_names": model.expression_names,
+            **({"detail": {"mid_mm": settings.detail.mid_mm, "high_mm": settings.detail.high_mm}}
+               if settings.detail.enabled else {})})
         contact_sheet(PhotoDataset(tmp), tmp / CONTACT_SHEET)
     return out
 
