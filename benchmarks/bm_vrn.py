@@ -17,8 +17,8 @@ data are real photos and scans, ours synthetic ICT-FaceKit faces, so only the or
 
 Make the photos first (docs/vrn.md): morphable data photos --model ict_face_model_light_f32.npz --uvs-from
 FaceXModel --out /work/data/photos160 --count 2400 --identities 240 --resolution 160 --workers 2
-Usage: OMP_NUM_THREADS=1 python benchmarks/bm_vrn.py [--data /work/data/photos160] [--epochs 3]
-       [--runs-dir benchmarks/results/vrn_runs] [--runs RUN ...] [--limit N] [--linear-model NPZ]
+Usage: OMP_NUM_THREADS=1 python benchmarks/bm_vrn.py [--data /work/data/photos160] [--epochs 16]
+       [--runs-dir benchmarks/results/vrn_runs] [--runs RUN ...] [--merge] [--limit N] [--linear-model NPZ]
 Writes benchmarks/results/bm_vrn.json after every model and prints a table.
 """
 
@@ -66,13 +66,16 @@ def voxel_floor(dataset, spec, limit: int | None) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="/work/data/photos160", help="a `morphable data photos` folder")
-    parser.add_argument("--epochs", type=int, default=3, help="training epochs per variant (the same budget)")
+    parser.add_argument("--epochs", type=int, help="training epochs per variant, the same budget for all "
+                                                     "(default: the CPU presets', 16: about 45 min each on 2 cores)")
     parser.add_argument("--runs-dir", default=str(RESULTS / "vrn_runs"))
     parser.add_argument("--runs", nargs="+", help="score these trained runs instead of training")
     parser.add_argument("--limit", type=int, help="score only the first N test photos")
     parser.add_argument("--detector", default="auto")
     parser.add_argument("--linear-model", default=str(ICT_MODEL), help="the linear model of the photos (baseline)")
     parser.add_argument("--time-photos", type=int, default=20, help="test photos `reconstruct` is timed on")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the models already in results/bm_vrn.json (score runs one at a time)")
     args = parser.parse_args()
 
     from morphable.config import PRESETS as ALL_PRESETS
@@ -86,8 +89,10 @@ def main() -> None:
     linear = load_linear_model(args.linear_model)
     crops = ("gt", "detected") if available_backends() else ("gt",)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = {"data": str(args.data), "epochs": args.epochs, "crops": list(crops), "paper_table_1": PAPER_TABLE_1,
+    out = {"data": str(args.data), "crops": list(crops), "paper_table_1": PAPER_TABLE_1,
            "models": {}}
+    if args.merge and (RESULTS / "bm_vrn.json").exists():
+        out["models"] = json.loads((RESULTS / "bm_vrn.json").read_text())["models"]
     spec_config = ALL_PRESETS[PRESETS[0]]().model
     from morphable.data.voxels import VolumeSpec
 
@@ -98,19 +103,21 @@ def main() -> None:
     if not runs:
         for preset in PRESETS:
             config = ALL_PRESETS[preset]()
-            config.data.path, config.train.epochs = str(args.data), args.epochs
+            config.data.path = str(args.data)
+            config.train.epochs = args.epochs or config.train.epochs
             run = Path(args.runs_dir) / preset
             start = time.perf_counter()
             train(config, run, overwrite=True, progress=False)
             out.setdefault("train_seconds", {})[preset] = time.perf_counter() - start
             runs.append(str(run))
-            print(f"{preset}: trained {args.epochs} epochs in {out['train_seconds'][preset]:.0f} s", flush=True)
+            print(f"{preset}: trained {config.train.epochs} epochs in {out['train_seconds'][preset]:.0f} s", flush=True)
     for run in runs:
         model = load_run(run)
         start = time.perf_counter()
         metrics = evaluate_vrn(model, dataset, Path(run) / "plots", crops=crops, detector=args.detector,
                                limit=args.limit, linear_model=linear, progress=False)
         metrics["eval_seconds"] = time.perf_counter() - start
+        metrics["train_epochs"] = json.loads((Path(run) / "config.json").read_text())["train"]["epochs"]
         metrics["reconstruct"] = time_reconstruct(run, dataset, args.time_photos, args.detector)
         out["models"][Path(run).name] = metrics
         (RESULTS / "bm_vrn.json").write_text(json.dumps(out, indent=1))
