@@ -74,3 +74,43 @@ def test_the_fade_leaves_no_step_where_the_face_meets_the_head(tile, tiny_photos
     assert (step[(moved[edges[:, 0]] == 0) != (moved[edges[:, 1]] == 0)] < 1).all()
     with pytest.raises(MorphableError, match="deform needs vertices"):
         tile.deform(vertices[0], torch.ones(1, 3, 64, 64, dtype=torch.float64))
+
+
+def test_textured_subdivision_keeps_positions_and_uvs_of_each_corner_together():
+    from morphable.mesh.subdivide import subdivide_textured
+
+    rng = np.random.default_rng(0)
+    vertices = np.column_stack([rng.uniform(size=(5, 2)), np.zeros(5)])
+    vertices[:4, :2] = [[0, 0], [1, 0], [1, 1], [0, 1]]
+    vertices[4, :2] = [0.4, 0.6]
+    faces = np.array([[0, 1, 4], [1, 2, 4], [2, 3, 4], [3, 0, 4]])
+    affine = lambda xy: xy @ np.array([[0.5, 0.1], [-0.2, 0.4]]) + [0.2, 0.3]  # noqa: E731
+    uvs = affine(vertices[:, :2])
+    v, f, t, ft = subdivide_textured(vertices, faces, uvs, faces.copy(), iterations=2)
+    # V + E per iteration: 5 + 8 = 13 (4 rim and 4 spoke edges), then 13 + (2 * 8 + 3 * 4 * 4) = 41
+    assert len(f) == 16 * len(faces) and len(v) == 41
+    np.testing.assert_allclose(t[ft], affine(v[f][..., :2]), atol=1e-12)  # every corner: UV = affine(position)
+    # a seam: the same positions with two UV charts stay one surface with two sets of UVs
+    split = np.array([[0, 1, 2], [3, 4, 5]])
+    seam_uvs = np.array([[0, 0], [1, 0], [1, 1], [0.5, 0.5], [0.9, 0.5], [0.9, 0.9]], dtype=float)
+    _, f2, t2, ft2 = subdivide_textured(vertices[:4], np.array([[0, 1, 2], [0, 2, 3]]), seam_uvs, split)
+    assert len(np.unique(f2)) == 4 + 5 and len(np.unique(ft2)) == 6 + 6
+
+
+def test_displacing_a_plane_along_its_normals_follows_the_map():
+    from morphable.image.detail_maps import displace_along_normals
+    from morphable.mesh.subdivide import subdivide_textured
+
+    vertices = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    faces = np.array([[0, 1, 2], [0, 2, 3]])  # normal +z
+    v, f, t, ft = subdivide_textured(vertices, faces, vertices[:, :2], faces, iterations=4)
+    size = 128
+    c = (np.arange(size) + 0.5) / size
+    u, w = np.meshgrid(c, 1 - c)
+    disp = 0.05 * np.sin(2 * np.pi * u) * w
+    moved = displace_along_normals(v, f, t, ft, disp[None])
+    ids = np.unique(f)
+    ids = ids[(np.minimum(v[ids, :2], 1 - v[ids, :2]) > 1 / size).all(1)]  # here UV = (x, y)
+    np.testing.assert_allclose(moved[ids, :2], v[ids, :2], atol=1e-12)
+    expected = 0.05 * np.sin(2 * np.pi * v[ids, 0]) * v[ids, 1]
+    np.testing.assert_allclose(moved[ids, 2], expected, atol=2e-4)  # bilinear sampling of the map

@@ -90,3 +90,16 @@ class FaceTile:
         offsets = vertex_values_from_uv_map(deformation.to(vertices.dtype), self.uvs, self.face_uvs, self.faces,
                                             self.n_vertices)
         return vertices + w[None, :, None] * offsets
+
+
+def displace_along_normals(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, face_uvs: np.ndarray,
+                           displacement: np.ndarray) -> np.ndarray:
+    """``vertices (V, 3) + d(uv_v) n_v``: a mesh moved along its area-weighted vertex normals ``n_v`` by the map
+    ``displacement (1, H, W)`` (model units) sampled at its UVs (the tile's; seam vertices: the mean), e.g. the
+    high level's map on a subdivided mesh (:func:`morphable.mesh.subdivide.subdivide_textured`) for export."""
+    from morphable.mesh.normals import vertex_normals
+
+    v = torch.as_tensor(np.asarray(vertices, dtype=np.float64))
+    f = torch.as_tensor(np.asarray(faces, dtype=np.int64))
+    d = vertex_values_from_uv_map(torch.as_tensor(np.asarray(displacement, dtype=np.float64)), uvs, face_uvs, f, len(v))
+    return (v + d * vertex_normals(v, f)).numpy()
