@@ -132,3 +132,27 @@ def test_the_crop_pose_target_puts_the_landmarks_where_the_crop_shows_them(coars
         expected = apply_transform(A, a["landmarks_2d"][i])
         errors.append(np.linalg.norm(decoded.landmarks[0].double().numpy() - expected, axis=1).mean())
     assert max(errors) < 1.0 and np.mean(errors) < 0.5, errors
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_hrn_samples_decode_to_their_own_crop(coarse, augment):
+    """A sample's target coefficients, decoded and rendered, land on its crop: landmarks sub-pixel on average,
+    the render's silhouette on the face mask, the colours close (the albedo space is exact for training
+    identities; weak perspective and the crop's resampling remain)."""
+    from morphable.data.voxels import Augmentation
+    from morphable.image.hrn_data import HRNSamples
+
+    dataset, face, space = coarse
+    samples = HRNSamples(dataset, np.arange(6), face, space, fill=0.65, augment=augment,
+                         augmentation=Augmentation(colour=(1.0, 1.0)))
+    for k in range(len(samples)):
+        item = samples[k]
+        decoded = face(torch.from_numpy(item["coefficients"])[None])
+        error = np.linalg.norm(decoded.landmarks[0].numpy() - item["landmarks"], axis=1).mean()
+        assert error < 1.0, (k, error)
+        image, coverage = face.render(decoded, antialias=False)
+        inside = item["valid"] > 0.99
+        covered, mask = (coverage[0].numpy() > 0.5) & inside, (item["mask"] > 0.5) & inside
+        assert (covered & mask).sum() / (covered | mask).sum() > 0.9
+        both = covered & mask
+        assert np.abs(image[0].detach().numpy()[both] - item["image"].transpose(1, 2, 0)[both]).mean() < 0.09
