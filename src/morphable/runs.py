@@ -161,6 +161,18 @@ class Run:
     def weights_path(self) -> Path:
         return self.path / WEIGHTS_FILE
 
+    def trained_config(self, family: str):
+        """The run's :class:`~morphable.config.ExperimentConfig`, refused (one line naming the run) unless it is
+        of ``family`` and has weights: what every family's ``load`` checks first."""
+        from morphable.config import config_from_dict
+
+        config = config_from_dict(self.config, str(self.path / "config.json"))
+        if config.family != family:
+            raise input_error(self.path, f"run is a '{config.method}' model, not an {family} one")
+        if not self.weights_path.exists():
+            raise input_error(self.path, f"run has no weights ({self.weights_path.name})")
+        return config
+
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         write_json(self.path / METRICS_FILE, metrics)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from morphable.data.voxels import gt_face_points, sample_frame
+from morphable.data.voxels import gt_face_points
 from morphable.errors import MorphableError
 
 YAW_BINS = ((0, 30), (30, 60), (60, 90))

@@ -105,15 +105,10 @@ def summary(metrics: dict[str, Any]) -> str:
 
 def load(run: Run, device: str = "auto"):
     """The :class:`~morphable.image.model.VRNModel` of a run folder (best weights, eval mode)."""
-    from morphable.config import config_from_dict
     from morphable.image.model import VRNModel
     from morphable.train import load_checkpoint, select_device
 
-    config = config_from_dict(run.config, str(run.path / "config.json"))
-    if config.family != "image":
-        raise input_error(run.path, f"run is a '{config.method}' model, not an image one")
-    if not run.weights_path.exists():
-        raise input_error(run.path, f"run has no weights ({run.weights_path.name})")
+    config = run.trained_config("image")
     torch_device = select_device(device)
     method = config.spec.load()(config, torch_device)
     load_checkpoint(run.weights_path, method, torch_device)

@@ -242,16 +242,11 @@ def load(run: Run, device: str = "auto"):
 def load_implicit(path: str | os.PathLike, device: str = "auto"):
     """A trained implicit run: ``(method, run, shapes)`` with the best weights and codes loaded, network in
     eval mode; ``shapes`` is the run's copy of the dataset description."""
-    from morphable.config import config_from_dict
     from morphable.data.sdf import DATASET_JSON
     from morphable.train import load_checkpoint, select_device
 
     run = Run.open(path)
-    config = config_from_dict(run.config, str(run.path / "config.json"))
-    if config.family != "implicit":
-        raise input_error(run.path, f"run is a '{config.method}' model, not an implicit one")
-    if not run.weights_path.exists():
-        raise input_error(run.path, f"run has no weights ({run.weights_path.name})")
+    config = run.trained_config("implicit")
     torch_device = select_device(device)
     shapes = read_json(run.path / DATASET_JSON)
     method = config.spec.load()(config, len(shapes["shapes"]), torch_device)
