@@ -216,3 +216,29 @@ def test_any_model_with_uvs_and_landmarks(ict_model, tmp_path):
     assert ds.info["vertices"] == 11248 and len(ds.faces) == len(skin.faces)
     assert list(ds.topology["part_names"]) == ["skin"] and ds.topology["textured"].all()
     assert ds.mask(0).sum() > 100 and ds[1]["shape"].shape == (10,)
+
+
+def test_multiview_sets_share_identity_expression_and_a_head_fixed_light(ict_model, tmp_path):
+    from morphable.data.photos import (MULTIVIEW_YAW, PhotoDataset, PhotoSettings, rotation_from_euler,
+                                       write_photo_dataset)
+    from morphable.errors import MorphableError
+
+    views = 5
+    root = write_photo_dataset(ict_model, tmp_path / "mv", PhotoSettings(10, 2, 48, 3, views=views), progress=False)
+    ds = PhotoDataset(root)
+    a = ds.annotations
+    assert ds.info["views"] == views
+    np.testing.assert_array_equal(a["view_set"], np.repeat([0, 1], views))
+    np.testing.assert_array_equal(a["view"], np.tile(np.arange(views), 2))
+    for g in range(2):
+        rows = np.arange(g * views, (g + 1) * views)
+        assert len(set(a["identity"][rows])) == 1 and np.ptp(a["expression"][rows], axis=0).max() == 0
+        np.testing.assert_allclose(np.diff(a["yaw_pitch_roll"][rows, 0]), 2 * MULTIVIEW_YAW / (views - 1))
+        assert np.ptp(a["yaw_pitch_roll"][rows, 1:], axis=0).max() == 0
+        # the directional part of the light, band 1 = c1 (y, z, x) * strength, turned back into the head frame
+        head = [rotation_from_euler(*a["yaw_pitch_roll"][i]).T @ a["sh"][i][[3, 1, 2], 0] for i in rows]
+        np.testing.assert_allclose(head, np.repeat(head[:1], views, axis=0), atol=1e-12)
+        assert np.ptp(a["sh"][rows, 0, 0]) == 0  # one ambient term
+    assert len(set(a["identity"])) == 2 and not np.allclose(a["expression"][0], a["expression"][views])
+    with pytest.raises(MorphableError, match="--views must be at least 1 and divide --count"):
+        PhotoSettings(10, 2, 48, 3, views=3)

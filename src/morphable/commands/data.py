@@ -68,6 +68,9 @@ def _add_photos_parser(sub) -> None:
     photos.add_argument("--detail", type=float, nargs=2, metavar=("MID", "HIGH"), default=(0.0, 0.0),
                         help="per-identity detail outside the model's span, RMS mm over the face: MID moves the "
                              "mesh (Gaussian bumps), HIGH bends the shading (wrinkles, folds, pores); default 0 0")
+    photos.add_argument("--views", type=int, default=1, help="multi-view sets: N consecutive photos of one "
+                                                             "identity, expression and light from N cameras "
+                                                             "spanning +-60 deg of yaw (default 1)")
     photos.set_defaults(func=run_photos)
 
 
@@ -267,7 +270,8 @@ def run_photos(args: argparse.Namespace) -> int:
     from morphable.data.face_detail import DetailSettings
     from morphable.data.photos import PhotoDataset, PhotoSettings, describe, load_photo_model, write_photo_dataset
 
-    settings = PhotoSettings(args.count, args.identities, args.resolution, args.seed, DetailSettings(*args.detail))
+    settings = PhotoSettings(args.count, args.identities, args.resolution, args.seed, DetailSettings(*args.detail),
+                             args.views)
     model, source = load_photo_model(args.model, args.uvs_from)
     out = write_photo_dataset(model, args.out, settings, source=source, overwrite=args.overwrite,
                               workers=args.workers)

@@ -22,6 +22,9 @@ landmark vertices (ICT-FaceKit: the ``.npz`` with ``--uvs-from`` its ``FaceXMode
   and eyeballs (sclera, iris with pupil, per-identity iris colour) get per-vertex colours;
 * detail (``--detail MID HIGH``, millimetres RMS, off by default): per-identity geometry outside the model's
   span and a displacement map that bends the shading normals (:mod:`morphable.data.face_detail`);
+* multi-view sets (``--views N``, default 1): consecutive groups of ``N`` images show one identity with one
+  expression and one head-fixed light from a ring of cameras spanning +-60 degrees of yaw
+  (:func:`multiview_pose_and_light`; annotations ``view_set`` and ``view``);
 * background: a two-colour linear gradient, smooth value noise and up to six translucent discs and
   rectangles; then Gaussian blur (sigma ~ U(0, 1.2) px, none for a third of the images) and Gaussian noise
   (sigma ~ U(0, 0.03) in [0, 1] sRGB), quantised to 8 bits.
@@ -362,15 +365,25 @@ def sh_basis_np(d: np.ndarray) -> np.ndarray:
     return sh_basis(torch.from_numpy(np.asarray(d, dtype=np.float64))).numpy()
 
 
-def sample_light(rng: np.random.Generator) -> np.ndarray:
-    """SH radiance ``(9, 3)``: ambient plus one directional light (module docstring)."""
+def sample_light_parts(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(ambient (3,), direction (3,) unit, camera frame, strength (3,))`` of :func:`sample_light`."""
     ambient = rng.uniform(0.25, 0.7) * (1 + rng.uniform(-0.08, 0.08, 3))
     d = np.array([rng.uniform(-1, 1), rng.uniform(-1, 0.4), -rng.uniform(0.2, 1.0)])
     d /= np.linalg.norm(d)
     strength = math.pi * rng.uniform(0.3, 1.0) * (1 + rng.uniform(-0.08, 0.08, 3))
-    sh = sh_basis_np(d)[:, None] * strength[None]
+    return ambient, d, strength
+
+
+def light_sh(ambient: np.ndarray, direction: np.ndarray, strength: np.ndarray) -> np.ndarray:
+    """SH radiance ``(9, 3)`` of an ambient term plus one directional light from ``direction`` (camera frame)."""
+    sh = sh_basis_np(direction)[:, None] * strength[None]
     sh[0] += 2 * math.sqrt(math.pi) * ambient
     return sh
+
+
+def sample_light(rng: np.random.Generator) -> np.ndarray:
+    """SH radiance ``(9, 3)``: ambient plus one directional light (module docstring)."""
+    return light_sh(*sample_light_parts(rng))
 
 
 def sample_background(rng: np.random.Generator, resolution: int) -> np.ndarray:
@@ -489,8 +502,28 @@ def landmark_visibility(points: np.ndarray, K: np.ndarray, width: int, height: i
     return inside & ~occluded
 
 
-def render_photo(pm: PhotoModel, identity: Identity, seed: int, i: int, resolution: int) -> Photo:
-    """Photo ``i`` of a dataset with ``seed`` (its random stream is ``default_rng([seed, 2, i])``)."""
+MULTIVIEW_YAW = 60.0  # the views of a set span +-60 degrees of yaw about the set's own pose
+
+
+def multiview_pose_and_light(model: LinearFaceModel, seed: int, i: int, views: int) -> tuple:
+    """Expression, ``(yaw, pitch, roll)`` and SH light of image ``i`` of a multi-view dataset: the set
+    ``g = i // views`` draws (stream ``[seed, 4, g]``) one expression, a base pose (yaw U(-20, 20), pitch
+    U(-15, 15), roll U(-10, 10)) and one light fixed to the head; view ``v = i % views`` turns the head by
+    ``linspace(-60, 60, views)[v]`` degrees of yaw (a ring of cameras about it) and sees the light turned with it."""
+    set_rng = np.random.default_rng([seed, 4, i // views])
+    b = sample_expression(model, set_rng)
+    yaw, pitch, roll = set_rng.uniform(-20, 20), set_rng.uniform(-15, 15), set_rng.uniform(-10, 10)
+    ambient, d, strength = sample_light_parts(set_rng)
+    d_head = rotation_from_euler(yaw, pitch, roll).T @ d  # the light in the head's frame
+    yaw_v = yaw + np.linspace(-MULTIVIEW_YAW, MULTIVIEW_YAW, views)[i % views]
+    R = rotation_from_euler(yaw_v, pitch, roll)
+    return b, (yaw_v, pitch, roll), light_sh(ambient, R @ d_head, strength)
+
+
+def render_photo(pm: PhotoModel, identity: Identity, seed: int, i: int, resolution: int, views: int = 1) -> Photo:
+    """Photo ``i`` of a dataset with ``seed`` (its random stream is ``default_rng([seed, 2, i])``); with
+    ``views > 1`` its expression, pose and light come from its multi-view set
+    (:func:`multiview_pose_and_light`)."""
     import torch
     from scipy import ndimage
 
@@ -499,12 +532,15 @@ def render_photo(pm: PhotoModel, identity: Identity, seed: int, i: int, resoluti
     from morphable.render.shading import sample_texture, shade
 
     rng = np.random.default_rng([seed, 2, i])
-    b = sample_expression(pm.model, rng)
-    yaw, pitch, roll = rng.uniform(-90, 90), rng.uniform(-30, 30), rng.uniform(-30, 30)
+    if views == 1:
+        b = sample_expression(pm.model, rng)
+        yaw, pitch, roll = rng.uniform(-90, 90), rng.uniform(-30, 30), rng.uniform(-30, 30)
+    else:
+        b, (yaw, pitch, roll), set_light = multiview_pose_and_light(pm.model, seed, i, views)
     R = rotation_from_euler(yaw, pitch, roll)
     world = identity.vertices + (b.astype(np.float32) @ pm.expression_basis).reshape(-1, 3)
     K, t = sample_camera(rng, resolution, world[pm.landmarks], R)
-    sh = sample_light(rng)
+    sh = sample_light(rng) if views == 1 else set_light
     background = sample_background(rng, resolution)
     blur = rng.uniform(0, 1.2) if rng.uniform() > 1 / 3 else 0.0
     noise_sigma = rng.uniform(0, 0.03)
@@ -541,6 +577,8 @@ def render_photo(pm: PhotoModel, identity: Identity, seed: int, i: int, resoluti
                    "expression": b, "albedo": identity.albedo.vector(), "iris_colour": identity.iris, "sh": sh,
                    "landmarks_2d": lm2, "landmarks_3d": lm3, "landmark_visible": visible,
                    "blur_sigma": np.float64(blur), "noise_sigma": np.float64(noise_sigma)}
+    if views > 1:
+        annotations.update({"view_set": np.int64(i // views), "view": np.int64(i % views)})
     return Photo(image, mask, mesh, annotations)
 
 
@@ -557,6 +595,7 @@ class PhotoSettings:
     resolution: int = 224
     seed: int = 0
     detail: DetailSettings = DetailSettings()
+    views: int = 1
 
     def __post_init__(self) -> None:
         if self.count < 1:
@@ -565,10 +604,16 @@ class PhotoSettings:
             raise MorphableError(f"--identities must be in 1..--count ({self.count}), got {self.identities}")
         if not 16 <= self.resolution <= 4096:
             raise MorphableError(f"--resolution must be in 16..4096, got {self.resolution}")
+        if self.views < 1 or self.count % self.views:
+            raise MorphableError(f"--views must be at least 1 and divide --count ({self.count}), got {self.views}")
+        if self.identities > self.count // self.views:
+            raise MorphableError(f"--identities ({self.identities}) cannot exceed the {self.count // self.views} "
+                                 f"multi-view sets")
 
     def identity_of(self, i: int) -> int:
-        """Identity of image ``i``: contiguous blocks, ``i * identities // count``."""
-        return i * self.identities // self.count
+        """Identity of image ``i``: contiguous blocks of whole view sets, ``g * identities // sets`` for the set
+        ``g = i // views`` of ``sets = count / views`` (``i * identities // count`` for single views)."""
+        return (i // self.views) * self.identities // (self.count // self.views)
 
 
 def identity_splits(identities: int, seed: int) -> dict[str, list[int]]:
@@ -619,7 +664,7 @@ class _Renderer:
         out = []
         for i in indices:
             photo = render_photo(self.pm, self.identity(self.settings.identity_of(i)), self.settings.seed, i,
-                                 self.settings.resolution)
+                                 self.settings.resolution, self.settings.views)
             name = f"{i:06d}"
             _png(self.root / "images" / f"{name}.png", photo.image)
             _png(self.root / "masks" / f"{name}.png", photo.mask.astype(np.uint8) * 255)
@@ -735,7 +780,8 @@ def write_photo_dataset(model: LinearFaceModel, out: str | os.PathLike, settings
             "albedo_parameters": albedo_param_names(), "annotations": ANNOTATION_KEYS,
             "expression_names": model.expression_names,
             **({"detail": {"mid_mm": settings.detail.mid_mm, "high_mm": settings.detail.high_mm}}
-               if settings.detail.enabled else {})})
+               if settings.detail.enabled else {}),
+            **({"views": settings.views} if settings.views > 1 else {})})
         contact_sheet(PhotoDataset(tmp), tmp / CONTACT_SHEET)
     return out
 
