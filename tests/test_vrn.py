@@ -278,3 +278,22 @@ def test_the_learning_rates_follow_the_config_and_drop_at_the_configured_epoch()
     before, after = [2.5e-4, 1e-4], [pytest.approx(2.5e-5), pytest.approx(1e-5)]
     assert rates == [before, before, after, after]
     assert type(next(iter(method.optimizers().values()))).__name__ == "RMSprop"
+
+
+def test_a_vrn_run_is_reproducible_for_its_seed_whatever_the_global_random_state(tiny_photos, tmp_path):
+    from safetensors.numpy import load_file
+
+    from morphable.config import PRESETS
+    from morphable.experiment import train
+
+    weights = []
+    for k, noise in enumerate((3, 11)):
+        torch.rand(noise)  # another test, or the user's code, drew random numbers before
+        config = PRESETS["vrn-cpu"]()
+        config.model.size, config.model.depth, config.model.features = 32, 32, 8
+        config.train.epochs, config.data.path = 1, str(tiny_photos)
+        train(config, tmp_path / f"run{k}", progress=False)
+        weights.append(load_file(str(tmp_path / f"run{k}" / "model.safetensors")))
+    assert weights[0].keys() == weights[1].keys()
+    for name in weights[0]:
+        np.testing.assert_array_equal(weights[0][name], weights[1][name], err_msg=name)

@@ -43,6 +43,7 @@ class VRNMethod:
 
     def __init__(self, config, device: torch.device | str = "cpu") -> None:
         m = config.model
+        torch.manual_seed(config.seed)  # the networks' initial weights are the run's seed's
         self.config, self.device = config, torch.device(device)
         self.variant = m.variant
         self.spec = VolumeSpec(m.size, m.depth, m.depth_scale, m.fill)
@@ -57,10 +58,8 @@ class VRNMethod:
         self.networks = {name: net.to(self.device) for name, net in networks.items()}
         self.forward_networks = dict(self.networks)
         self.stage = 0
-        self._optimizers = {name: make_optimizer(self._train_config(name), net.parameters())
-                            for name, net in self.networks.items()}
-        self._schedulers = {name: SchedulerSpec(torch.optim.lr_scheduler.MultiStepLR(opt, [m.lr_drop_epoch], 0.1))
-                            for name, opt in self._optimizers.items()}
+        self._optimizers: dict[str, torch.optim.Optimizer] | None = None  # made on first use: not at inference
+        self._schedulers: dict[str, SchedulerSpec] = {}
 
     def _train_config(self, network: str):
         """The optimiser settings of one network: guided's landmark network at ``landmark_lr_scale`` x lr."""
@@ -71,9 +70,16 @@ class VRNMethod:
 
     # ------------------------------------------------------------------ the loop's contract
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        if self._optimizers is None:
+            self._optimizers = {name: make_optimizer(self._train_config(name), net.parameters())
+                                for name, net in self.networks.items()}
+            drop = [self.config.model.lr_drop_epoch]
+            self._schedulers = {name: SchedulerSpec(torch.optim.lr_scheduler.MultiStepLR(opt, drop, 0.1))
+                                for name, opt in self._optimizers.items()}
         return self._optimizers
 
     def schedulers(self) -> dict[str, SchedulerSpec]:
+        self.optimizers()
         return self._schedulers
 
     def on_epoch_start(self, epoch: int) -> None:
@@ -122,11 +128,11 @@ class VRNMethod:
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, float]:
         for net in self.networks.values():
             net.train()
-        for opt in self._optimizers.values():
+        for opt in self.optimizers().values():
             opt.zero_grad(set_to_none=True)
         total, scalars = self._losses(batch, self.forward_networks, test_path=False)
         total.backward()
-        for opt in self._optimizers.values():
+        for opt in self.optimizers().values():
             opt.step()
         return scalars
 
