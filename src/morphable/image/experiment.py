@@ -111,7 +111,7 @@ def load(run: Run, device: str = "auto"):
     config = run.trained_config("image")
     torch_device = select_device(device)
     method = config.spec.load()(config, torch_device)
-    load_checkpoint(run.weights_path, method, torch_device)
+    load_checkpoint(run.weights_path, method, torch_device, networks_only=True)
     for network in method.networks.values():
         network.eval()
     return VRNModel(method, run)

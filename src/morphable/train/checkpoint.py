@@ -75,17 +75,21 @@ def save_checkpoint(path: Path, method: TrainableMethod, epoch: int, extra: dict
         save_file(tensors, str(tmp), metadata=header)
 
 
-def load_checkpoint(path: Path, method: TrainableMethod, device: torch.device) -> tuple[int, dict]:
+def load_checkpoint(path: Path, method: TrainableMethod, device: torch.device,
+                    networks_only: bool = False) -> tuple[int, dict]:
     """Restore a checkpoint written by :func:`save_checkpoint` into ``method`` (tensors read to ``device``);
-    returns ``(epoch, extra)``. A checkpoint whose names or shapes do not match the method is refused."""
+    returns ``(epoch, extra)``. A checkpoint whose names or shapes do not match the method is refused. With
+    ``networks_only`` (inference) the optimiser and scheduler states are left alone, so a method that makes
+    its optimisers lazily never makes them."""
     from morphable.io import load_weights
 
     tensors, metadata = load_weights(path, device=str(device))
     if "structure" not in metadata:
         raise input_error(path, "not a training checkpoint of morphable")
     structure = json.loads(metadata["structure"])
-    current = _states(method)
-    if set(structure) != {*current, "method_extra"}:
+    current = ({"networks": {name: net.state_dict() for name, net in method.networks.items()}} if networks_only
+               else _states(method))
+    if not {*current, "method_extra"} <= set(structure) or (not networks_only and len(structure) != len(current) + 1):
         raise input_error(path, "checkpoint was written by another version of morphable (no per-name networks)")
     stored = {part: unflatten_state(structure[part], tensors) for part in current}
     for part, states in stored.items():
@@ -98,10 +102,11 @@ def load_checkpoint(path: Path, method: TrainableMethod, device: torch.device) -
             lines = str(exc).strip().splitlines()
             detail = lines[1].strip() if len(lines) > 1 else lines[0]
             raise input_error(path, f"checkpoint does not match the model ({name}: {detail})") from None
-    for name, opt in method.optimizers().items():
-        opt.load_state_dict(stored["optimizers"][name])
-    for name, spec in method.schedulers().items():
-        spec.scheduler.load_state_dict(stored["schedulers"][name])
+    if not networks_only:
+        for name, opt in method.optimizers().items():
+            opt.load_state_dict(stored["optimizers"][name])
+        for name, spec in method.schedulers().items():
+            spec.scheduler.load_state_dict(stored["schedulers"][name])
     method.load_extra_state(unflatten_state(structure["method_extra"], tensors))
     method.stage = int(metadata.get("stage", 0))
     return int(metadata["epoch"]), json.loads(metadata.get("extra", "{}"))
