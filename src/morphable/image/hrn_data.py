@@ -71,8 +71,9 @@ class HRNSamples:
             J, _, colour = self.augmentation.sample(np.random.default_rng([self.seed, self.epoch, i]), S)
             A = J @ A
         image = np.clip(crop_image(self.dataset.image(i), A, S) * colour.astype(np.float32)[:, None, None], 0, 1)
-        mask = crop_image(np.repeat(self.dataset.mask(i)[..., None].astype(np.uint8) * 255, 3, axis=2), A, S)[0]
-        valid = crop_image(np.full((*self.dataset.mask(i).shape, 3), 255, dtype=np.uint8), A, S)[0]
+        face = self.dataset.mask(i)
+        mask = crop_image(np.repeat(face[..., None].astype(np.uint8) * 255, 3, axis=2), A, S)[0]
+        valid = crop_image(np.full((*face.shape, 3), 255, dtype=np.uint8), A, S)[0]
         alpha, beta = a["shape"][i], a["expression"][i]
         with torch.no_grad():
             shape = self.face.shape(torch.as_tensor(alpha)[None].float(), torch.as_tensor(beta)[None].float())
