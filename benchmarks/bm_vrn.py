@@ -154,7 +154,7 @@ def table(out: dict, crops) -> None:
         return "-" if entry is None or entry.get("mean") is None else f"{entry['mean']:.4f}"
 
     first = next(iter(out["models"].values()), None)
-    print(f"\n| method | NME GT crops | " + " | ".join(f"NME {c} crops" for c in crops[1:]) +
+    print("\n| method | NME GT crops | " + " | ".join(f"NME {c} crops" for c in crops[1:]) +
           " | 0-30 | 30-60 | 60-90 | 2D landmark NME | detector failures |")
     print("|---|---|" + "---|" * (len(crops) - 1) + "---|---|---|---|---|")
     print(f"| voxelisation floor | {out['voxel_floor']['mean']:.4f} |" + " - |" * (len(crops) - 1) + " - | - | - | - | - |")

@@ -42,7 +42,7 @@ def test_depth_has_the_same_pixel_scale_as_xy_at_the_reference_depth():
 
 
 def test_crop_to_photo_inverts_the_crop_and_the_depth_scale():
-    spec, A = VolumeSpec(64, 64), _crop()
+    A = _crop()
     crop = np.array([[10.0, 20.0, 3.0], [40.0, 5.0, -7.0]])
     photo = crop_to_photo(crop, A)
     np.testing.assert_allclose(apply_transform(A, photo[:, :2]), crop[:, :2], atol=1e-9)
