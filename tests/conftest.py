@@ -149,3 +149,18 @@ def tiny_photos(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("photos") / "tiny"
     return write_photo_dataset(model, root, PhotoSettings(count=30, identities=10, resolution=64, seed=1),
                                progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_detail_photos(tmp_path_factory) -> Path:
+    """``morphable data photos --detail 1.0 0.2``: 40 ICT-FaceKit photos of 5 identities (8 each) at 64 x 64
+    (train 3 identities, val 1, test 1), with the model files named in dataset.json (HRN needs them)."""
+    from morphable.data.face_detail import DetailSettings
+    from morphable.data.photos import PhotoSettings, load_photo_model, write_photo_dataset
+
+    npz, folder = require(ICT_NPZ), require(ICT_FOLDER)
+    model = load_photo_model(npz, folder)[0]
+    root = tmp_path_factory.mktemp("photos") / "detail"
+    settings = PhotoSettings(count=40, identities=5, resolution=64, seed=2, detail=DetailSettings(1.0, 0.2))
+    return write_photo_dataset(model, root, settings, model_files={"model": str(npz), "uvs_from": str(folder)},
+                               progress=False)

@@ -273,7 +273,11 @@ def run_photos(args: argparse.Namespace) -> int:
     settings = PhotoSettings(args.count, args.identities, args.resolution, args.seed, DetailSettings(*args.detail),
                              args.views)
     model, source = load_photo_model(args.model, args.uvs_from)
-    out = write_photo_dataset(model, args.out, settings, source=source, overwrite=args.overwrite,
-                              workers=args.workers)
+    from pathlib import Path
+
+    files = {"model": str(Path(args.model).resolve()),
+             "uvs_from": str(Path(args.uvs_from).resolve()) if args.uvs_from else None}
+    out = write_photo_dataset(model, args.out, settings, source=source, model_files=files,
+                              overwrite=args.overwrite, workers=args.workers)
     print(f"{describe(PhotoDataset(out))}  ->  {out}; contact sheet: {out / 'contact_sheet.png'}")
     return 0

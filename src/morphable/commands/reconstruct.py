@@ -1,4 +1,4 @@
-"""``morphable reconstruct RUN IMAGE...``: a mesh from each photo with a trained single-image (VRN) run."""
+"""``morphable reconstruct RUN IMAGE...``: a mesh from each photo with a trained single-image (VRN or HRN) run."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ from morphable.commands.options import add_device, add_output_folder, add_run
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "reconstruct", help="reconstruct a 3D face from each photo with a trained VRN run",
-        description="For each photo: 68 landmarks (detected, or from --landmarks-from), the run's crop, the "
-                    "predicted volume, marching cubes at 0.5 and the largest component, mapped back to the photo. "
-                    "Writes OUT/<photo stem>/mesh.ply (photo pixel frame), overlay.png, slices.png, "
+        "reconstruct", help="reconstruct a 3D face from each photo with a trained VRN or HRN run",
+        description="For each photo: 68 landmarks (detected, or from --landmarks-from) and the run's crop. VRN: "
+                    "the predicted volume, marching cubes at 0.5 and the largest component, mapped back to the photo; "
+                    "writes OUT/<photo stem>/mesh.ply (photo pixel frame), overlay.png, slices.png, "
                     "reconstruction.json and, for guided / multitask runs, landmarks.json (68 predicted photo "
-                    "pixels). Photos without a face are reported one line each and skipped.")
-    add_run(parser, "a vrn, vrn-guided or vrn-multitask run")
+                    "pixels). HRN: the three levels; writes coarse.ply, mid.ply, fine.ply (model frame), "
+                    "deformation.png, displacement.png, texture.png, overlay.png, levels.png, landmarks.json "
+                    "and reconstruction.json. Photos without a face are reported one line each and skipped.")
+    add_run(parser, "a vrn, vrn-guided, vrn-multitask or hrn run")
     parser.add_argument("photos", nargs="+", metavar="IMAGE_OR_FOLDER", help="photos or folders of photos")
     add_output_folder(parser, "one sub-folder per photo")
     parser.add_argument("--backend", default="auto", choices=("auto", "dlib", "mediapipe"),
@@ -72,8 +74,8 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     from morphable.commands.options import output_folder, require_family
     from morphable.errors import MorphableError
     from morphable.experiment import load_run
+    from morphable.image.hrn_model import HRNModel
     from morphable.image.photo_dataset import read_photo
-    from morphable.image.reconstruct import reconstruct_photos, write_reconstruction
     from morphable.io import atomic_folder
 
     if args.batch < 1:
@@ -91,6 +93,18 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         detect = get_detector(args.backend)
     model = load_run(args.run, args.device)
     model.chunk = args.batch
+    if isinstance(model, HRNModel):
+        from morphable.image.hrn_reconstruct import reconstruct_hrn as reconstruct
+        from morphable.image.hrn_reconstruct import write_hrn_reconstruction
+
+        def write(folder, photo, image, result):
+            write_hrn_reconstruction(folder, photo, image, result)
+    else:
+        from morphable.image.reconstruct import reconstruct_photos as reconstruct
+        from morphable.image.reconstruct import write_reconstruction
+
+        def write(folder, photo, image, result):
+            write_reconstruction(folder, photo, image, result, model.variant)
     done, start = 0, time.perf_counter()
     progress = tqdm(total=len(photos), desc="reconstructing", unit="photo", disable=len(photos) < 2, file=sys.stderr)
     with atomic_folder(out) as tmp:
@@ -112,12 +126,12 @@ def run_reconstruct(args: argparse.Namespace) -> int:
                     progress.update(1)
             if not batch:
                 continue
-            results = reconstruct_photos(model, [b[1] for b in batch], [b[2] for b in batch])
+            results = reconstruct(model, [b[1] for b in batch], [b[2] for b in batch])
             for (photo, image, _), result in zip(batch, results):
                 if isinstance(result, MorphableError):
                     tqdm.write(f"morphable: {photo}: {result}", file=sys.stderr)
                 else:
-                    write_reconstruction(tmp / photo.stem, photo, image, result, model.variant)
+                    write(tmp / photo.stem, photo, image, result)
                     done += 1
                 progress.update(1)
         progress.close()

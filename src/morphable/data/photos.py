@@ -722,8 +722,8 @@ def _render_all(pm: PhotoModel, settings: PhotoSettings, root: Path, workers: in
 
 
 def write_photo_dataset(model: LinearFaceModel, out: str | os.PathLike, settings: PhotoSettings, *,
-                        source: str = "", overwrite: bool = False, workers: int = 1,
-                        progress: bool = True) -> Path:
+                        source: str = "", model_files: dict[str, str | None] | None = None,
+                        overwrite: bool = False, workers: int = 1, progress: bool = True) -> Path:
     """Render and write a synthetic photo dataset (layout in the module docstring), atomically.
 
     Args:
@@ -731,6 +731,8 @@ def write_photo_dataset(model: LinearFaceModel, out: str | os.PathLike, settings
         out: the dataset folder to create.
         settings: count, identities, resolution, seed.
         source: a description of the model, kept in ``dataset.json``.
+        model_files: ``{"model": path, "uvs_from": path or None}``, the files the model was read from, kept in
+            ``dataset.json`` so that methods that need the model itself (HRN's coarse level) can read it again.
         overwrite: replace an existing non-empty folder.
         workers: rendering processes (the files do not depend on it).
         progress: a progress bar on the terminal.
@@ -773,6 +775,7 @@ def write_photo_dataset(model: LinearFaceModel, out: str | os.PathLike, settings
             "format": FORMAT, "version": GENERATOR_VERSION, "seed": settings.seed,
             "resolution": [settings.resolution, settings.resolution], "count": settings.count,
             "identities": settings.identities, "unit": model.unit, "source": source or model.name,
+            **({"model_files": model_files} if model_files else {}),
             "vertices": len(pm.vertex_ids), "faces": len(pm.faces), "camera": "OpenCV (render/camera.py)",
             "splits": {name: {"identities": ids, "images": int(sum(split_of.get(j, "train") == name
                                                                    for j in identity_ids))}

@@ -220,10 +220,11 @@ class CoarseFace(nn.Module):
         return to_srgb(linear), mask
 
 
-def coarse_face_from_photos(dataset, model, albedo, size: int, fill: float, focal: float = DEEP3D_FOCAL) -> CoarseFace:
-    """A :class:`CoarseFace` on the rendered topology of a photo dataset (:class:`~morphable.data.photos.PhotoDataset`)
-    made with the :class:`~morphable.data.linear.LinearFaceModel` ``model``, with its fixed part colours (irises
-    the mean iris colour, pupils dark)."""
+def coarse_face_arguments(dataset, model) -> dict:
+    """The model arrays of :class:`CoarseFace` on the rendered topology of a photo dataset
+    (:class:`~morphable.data.photos.PhotoDataset`) made with the :class:`~morphable.data.linear.LinearFaceModel`
+    ``model``, with its fixed part colours (irises the mean iris colour, pupils dark): ``mean, basis, identity,
+    faces, uvs, face_uvs, textured, vertex_colour, landmarks, cm``."""
     from morphable.data.photos import IRIS_COLOURS, prepare_photo_model
     from morphable.image.baselines import linear_basis
 
@@ -235,5 +236,11 @@ def coarse_face_from_photos(dataset, model, albedo, size: int, fill: float, foca
     colour = pm.part_colour.copy()
     colour[colour[:, 0] < 0] = IRIS_COLOURS.mean(axis=0)
     colour[pm.pupil] = 0.01
-    return CoarseFace(mean, basis, model.n_shape, pm.faces, pm.texture_uv, pm.face_uvs, pm.textured, colour,
-                      pm.landmarks, albedo, pm.cm, size, fill, focal)
+    return {"mean": mean, "basis": basis, "identity": model.n_shape, "faces": pm.faces, "uvs": pm.texture_uv,
+            "face_uvs": pm.face_uvs, "textured": pm.textured, "vertex_colour": colour, "landmarks": pm.landmarks,
+            "cm": pm.cm}
+
+
+def coarse_face_from_photos(dataset, model, albedo, size: int, fill: float, focal: float = DEEP3D_FOCAL) -> CoarseFace:
+    """A :class:`CoarseFace` of :func:`coarse_face_arguments` with the albedo space ``albedo``."""
+    return CoarseFace(**coarse_face_arguments(dataset, model), albedo=albedo, size=size, fill=fill, focal=focal)

@@ -1,13 +1,14 @@
-"""The image family's hooks for the run driver (:mod:`morphable.experiment`): VRN on a ``morphable data photos``
-folder (``config.data.path``): trained on its train split (augmented), validated on its val split, scored on
-its test split (:func:`morphable.image.evaluate.evaluate_vrn`)."""
+"""The image family's hooks for the run driver (:mod:`morphable.experiment`) on a ``morphable data photos``
+folder (``config.data.path``): VRN here, trained on its train split (augmented), validated on its val split,
+scored on its test split (:func:`morphable.image.evaluate.evaluate_vrn`); HRN configs
+(:class:`~morphable.config.HRNConfig`) go to :mod:`morphable.image.hrn_experiment`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from morphable.config import ExperimentConfig
+from morphable.config import ExperimentConfig, HRNConfig
 from morphable.errors import MorphableError, input_error
 from morphable.runs import Run
 
@@ -42,10 +43,21 @@ def _photos(config: ExperimentConfig):
     return PhotoDataset(root)
 
 
-def prepare_data(config: ExperimentConfig) -> ImageData:
+def _hrn(config: ExperimentConfig):
+    """The HRN hooks when ``config`` is an HRN run, else None."""
+    if isinstance(config.model, HRNConfig):
+        from morphable.image import hrn_experiment
+
+        return hrn_experiment
+    return None
+
+
+def prepare_data(config: ExperimentConfig):
     from morphable.data.voxels import VoxelSamples
 
     photos = _photos(config)
+    if _hrn(config):
+        return _hrn(config).prepare_data(config, photos)
     train, val = photos.indices("train"), photos.indices("val")
     if not len(train):
         raise input_error(photos.root, "the train split holds no photos")
@@ -60,6 +72,8 @@ def evaluation_data(config: ExperimentConfig):
 
 def fit(config: ExperimentConfig, run: Run, data: ImageData, resume: bool = False,
         progress: bool = True) -> dict[str, Any]:
+    if _hrn(config):
+        return _hrn(config).fit(config, run, data, resume, progress)
     from morphable.train import LoopConfig, fit as fit_loop, init_distributed, parameter_count, select_device
 
     device = select_device(config.train.device)
@@ -81,10 +95,12 @@ def evaluate(run: Run, config: ExperimentConfig, data, device: str = "auto", cro
              detector: str = "auto", limit: int | None = None) -> dict[str, Any]:
     """:func:`~morphable.image.evaluate.evaluate_vrn` on the test split; plots and ``nme.csv`` in ``run/plots``.
     Detected crops need a landmark detector (the ``[landmarks]`` extra); without one they are left out."""
+    photos = data if not hasattr(data, "photos") else data.photos
+    if _hrn(config):
+        return _hrn(config).evaluate(run, config, photos, limit=limit)
     from morphable.image.evaluate import evaluate_vrn
     from morphable.image.landmarks import available_backends
 
-    photos = data.photos if isinstance(data, ImageData) else data
     if "detected" in crops and not available_backends():
         crops = tuple(c for c in crops if c != "detected")
     model = load(run, device)
@@ -93,6 +109,10 @@ def evaluate(run: Run, config: ExperimentConfig, data, device: str = "auto", cro
 
 
 def summary(metrics: dict[str, Any]) -> str:
+    if "levels" in metrics:
+        from morphable.image.hrn_experiment import summary as hrn_summary
+
+        return hrn_summary(metrics)
     def fmt(entry: dict | None) -> str:
         return "n/a" if not entry or entry.get("mean") is None else f"{entry['mean']:.4f}"
 
@@ -104,11 +124,14 @@ def summary(metrics: dict[str, Any]) -> str:
 
 
 def load(run: Run, device: str = "auto"):
-    """The :class:`~morphable.image.model.VRNModel` of a run folder (best weights, eval mode)."""
+    """The :class:`~morphable.image.model.VRNModel` (or :class:`~morphable.image.hrn_model.HRNModel`) of a run
+    folder (best weights, eval mode)."""
     from morphable.image.model import VRNModel
     from morphable.train import load_checkpoint, select_device
 
     config = run.trained_config("image")
+    if _hrn(config):
+        return _hrn(config).load(run, device)
     torch_device = select_device(device)
     method = config.spec.load()(config, torch_device)
     load_checkpoint(run.weights_path, method, torch_device, networks_only=True)

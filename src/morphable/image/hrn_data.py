@@ -7,7 +7,10 @@ Augmentation` without flips: an ICT face's coefficients have no mirror image). T
 :class:`~morphable.image.coarse.CoarseLayout`: the photo's shape and expression coefficients, the albedo
 coefficients of its identity's texture (:meth:`~morphable.data.albedo_space.AlbedoSpace.project`), the pose in
 the crop camera (:meth:`~morphable.image.coarse.CoarseFace.crop_pose`, so a jittered crop gets its own), and
-the light relative to the reference sky (``sh - L_ref``).
+the light relative to the reference sky (``sh - L_ref``). With ``targets``
+(:class:`~morphable.image.hrn_targets.DetailTargets`) an item also holds the detail maps' targets in the crop
+camera (the identity's model-frame deformation map rotated by the crop's rotation ``R``) and the ground-truth
+mesh in the model frame (``R_photo^T (X - t)``: what a reconstruction is scored on).
 """
 
 from __future__ import annotations
@@ -25,18 +28,20 @@ class HRNSamples:
     ``item = {"image": (3, S, S) float32 in [0, 1], "mask": (S, S) float32 (the face mask, resampled),
     "valid": (S, S) float32 (1 where the crop lies inside the photo: masks and losses only count there),
     "landmarks": (68, 2) float32 crop pixels, "coefficients": (P,) float32 targets, "identity": int,
-    "index": int}``. Jitter of sample ``i`` in epoch ``e`` comes from ``default_rng([seed, e, i])``.
+    "index": int}``, with ``targets`` also ``"mid_target": (3, h, h)``, ``"high_target": (1, H, H)`` and
+    ``"mesh": (V, 3)`` float32. Jitter of sample ``i`` in epoch ``e`` comes from ``default_rng([seed, e, i])``.
 
     Args:
         dataset: a :class:`~morphable.data.photos.PhotoDataset`; indices: its photos to serve.
         face: the :class:`~morphable.image.coarse.CoarseFace` (crop size, camera, layout).
         albedo: the :class:`~morphable.data.albedo_space.AlbedoSpace` of ``face``'s textures.
-        fill: the crop template's fill; augment: jitter the crops.
+        fill: the crop template's fill; augment: jitter the crops; targets: the detail maps' targets or None.
     """
 
     def __init__(self, dataset, indices, face, albedo, fill: float, augment: bool = False, seed: int = 0,
-                 augmentation: Augmentation = Augmentation()) -> None:
+                 augmentation: Augmentation = Augmentation(), targets=None) -> None:
         self.dataset, self.indices, self.face, self.albedo = dataset, np.asarray(indices, dtype=np.int64), face, albedo
+        self.targets = targets
         self.fill, self.augment, self.seed, self.epoch = fill, augment, seed, 0
         self.augmentation = replace(augmentation, flip_probability=0.0)
         self.landmark_ids = face.landmark_ids.cpu().numpy()
@@ -82,6 +87,15 @@ class HRNSamples:
         identity = int(a["identity"][i])
         light = (a["sh"][i] - self.face.light_ref.double().cpu().numpy()).ravel()
         coefficients = np.concatenate([alpha, beta, self.albedo_code(identity), pose, light])
-        return {"image": image.astype(np.float32), "mask": mask.astype(np.float32), "valid": valid.astype(np.float32),
+        item = {"image": image.astype(np.float32), "mask": mask.astype(np.float32), "valid": valid.astype(np.float32),
                 "landmarks": apply_transform(A, a["landmarks_2d"][i]).astype(np.float32),
                 "coefficients": coefficients.astype(np.float32), "identity": identity, "index": i}
+        if self.targets is not None:
+            from morphable.data.photos import rotation_from_euler
+
+            R = rotation_from_euler(*np.degrees(pose[:3]))
+            item["mid_target"] = np.einsum("ij,jhw->ihw", R, self.targets.mid(identity)).astype(np.float32)
+            item["high_target"] = self.targets.high(identity)
+            R_photo, t_photo = a["pose"][i][:3, :3], a["pose"][i][:3, 3]
+            item["mesh"] = ((self.dataset.mesh(i) - t_photo) @ R_photo).astype(np.float32)
+        return item

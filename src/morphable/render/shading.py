@@ -43,13 +43,17 @@ vertex gets one value and a mesh displaced by it stays watertight along seams.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from morphable.errors import MorphableError
 from morphable.render.camera import Camera
+
+if TYPE_CHECKING:
+    from morphable.render.raster import Rendering
 
 SH_CONSTANTS = (1 / (2 * math.sqrt(math.pi)), math.sqrt(3 / (4 * math.pi)), math.sqrt(15 / math.pi) / 2,
                 math.sqrt(5 / math.pi) / 4, math.sqrt(15 / math.pi) / 4)
@@ -186,7 +190,8 @@ def render_shaded(vertices: torch.Tensor, faces: torch.Tensor | np.ndarray, came
                   uvs: torch.Tensor | np.ndarray | None = None, face_uvs: torch.Tensor | np.ndarray | None = None,
                   textured: torch.Tensor | np.ndarray | None = None,
                   background: torch.Tensor | float = 0.0, antialias: bool = True,
-                  neighbours: torch.Tensor | None = None, **options) -> tuple[torch.Tensor, torch.Tensor]:
+                  neighbours: torch.Tensor | None = None,
+                  shading_normals: Callable[[Rendering], torch.Tensor] | None = None, **options) -> tuple[torch.Tensor, torch.Tensor]:
     """Rasterise, interpolate normals and albedo, shade with SH light, composite and anti-alias: one call.
 
     Light is given in the *camera* frame (OpenCV axes: x right, y down, z forward), so a light from the
@@ -208,6 +213,9 @@ def render_shaded(vertices: torch.Tensor, faces: torch.Tensor | np.ndarray, came
             gradients to vertex positions; False gives the hard, z-buffered image.
         neighbours: :func:`morphable.render.raster.edge_neighbours` of ``faces``, to reuse across calls
             (computed per call when None: ~3 ms for 22k triangles).
+        shading_normals: ``rendering -> ([B,] H, W, 3)`` unit normals to shade with instead of the
+            interpolated vertex normals (e.g. a displacement map's,
+            :func:`morphable.render.displacement.displaced_normal_map`); the silhouette is the mesh's.
         options: for :func:`morphable.render.raster.rasterize` (``near``, ``smooth``, ``budget``).
 
     Returns:
@@ -234,7 +242,7 @@ def render_shaded(vertices: torch.Tensor, faces: torch.Tensor | np.ndarray, came
         colour = raster.interpolate(albedo, faces, r.face_index, r.bary)
     else:
         colour = torch.ones_like(r.normals)
-    lit = shade(colour, r.normals, sh)
+    lit = shade(colour, r.normals if shading_normals is None else shading_normals(r), sh)
     back = torch.as_tensor(background, dtype=lit.dtype, device=lit.device).expand_as(lit)
     image = torch.where(covered, lit, back)
     coverage = r.mask.to(lit.dtype)
