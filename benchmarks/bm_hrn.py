@@ -3,7 +3,9 @@
 Scores a trained HRN run (``morphable train hrn-cpu --data PHOTOS``) on the test split of its photo dataset with
 :func:`morphable.image.hrn_evaluate.evaluate_hrn`: point-to-plane distance (mm) after rigid ICP from every
 ground-truth face-region vertex to the coarse, coarse + mid and coarse + mid + high (subdivided, displaced)
-meshes, with the subdivided mid mesh as the control for the last; mean and std over photos; times inference (crop -> three levels -> meshes) per photo at batch 1 and 8.
+meshes, with the subdivided mid mesh as the control for the last, and the reference rows of ``evaluate_hrn``
+(the mean face, the ground-truth coefficients, those plus the ground-truth deformation map); mean and std over
+photos; times inference (crop -> three levels -> meshes) per photo at batch 1 and 8.
 
 Targets (the issue): each level lowers the error, mid at least 10 % below coarse, inference under 1 s per
 photo on CPU at the CPU size. MV-HRN is not built (docs/hrn.md).
@@ -66,13 +68,16 @@ def main() -> None:
     checks = {"mid at least 10 % below coarse": mid <= 0.9 * coarse,
               "fine below the subdivided mid": levels["fine"]["mean"] < levels["mid_subdivided"]["mean"],
               "inference under 1 s per photo": timing["batch_1"] < 1.0}
-    out = {"run": str(args.run), "photos": metrics["photos"], "levels": levels, "seconds_per_photo": timing,
+    out = {"run": str(args.run), "photos": metrics["photos"], "levels": levels,
+           "references": metrics.get("references", {}), "seconds_per_photo": timing,
            "checks": checks, "paper_table_1_mm": PAPER_TABLE_1, "threads": 1}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bm_hrn.json").write_text(json.dumps(out, indent=1))
     print(f"{'level':<16} {'mean mm':>8} {'std':>6}   ({metrics['photos']} test photos)")
     for name, entry in levels.items():
         print(f"{name:<16} {entry['mean']:8.3f} {entry['std']:6.3f}")
+    for name, entry in metrics.get("references", {}).items():
+        print(f"{name:<20} {entry['mean']:8.3f} {entry['std']:6.3f}   (reference)")
     print(f"inference: {timing['batch_1']:.3f} s per photo at batch 1, {timing['batch_8']:.3f} at batch 8 (1 thread)")
     for name, ok in checks.items():
         print(f"  {'met    ' if ok else 'NOT met'}  {name}")

@@ -163,6 +163,11 @@ def test_training_writes_a_self_contained_run_with_level_scores(hrn_run):
     levels = metrics["levels"]
     assert set(levels) == {"coarse", "mid", "mid_subdivided", "fine"}
     assert all(0 < entry["mean"] < 50 and entry["count"] == metrics["photos"] for entry in levels.values())
+    references = metrics["references"]
+    assert set(references) == {"mean_face", "gt_coefficients", "gt_coefficients_mid"}
+    # the ground-truth coefficients leave only the 1-mm mid band; its ground-truth map removes part of that
+    assert references["gt_coefficients_mid"]["mean"] < references["gt_coefficients"]["mean"] < 1.0
+    assert references["gt_coefficients"]["mean"] < references["mean_face"]["mean"]
     header = (out / "log.csv").read_text().splitlines()[0]
     assert "train_coefficients" in header and "train_mid_l1" in header and "val_mid_mm" in header
 

@@ -12,6 +12,12 @@ truth share the model frame, leaving out pairs farther than 1 cm):
 * ``mid_subdivided``: the mid mesh subdivided without displacement, the control for ``fine`` (subdivision
   alone changes a vertex-plane distance: the nearest vertex is nearer).
 
+Reference rows, scored the same way: ``mean_face`` (the linear model's mean, all coefficients zero: what a
+regressor that learnt nothing of the identity gives), ``gt_coefficients`` (the photo's own identity and
+expression coefficients: the best a coarse level can do, the mid band left over) and, on datasets with detail,
+``gt_coefficients_mid`` (that mesh plus the identity's ground-truth deformation map,
+:mod:`morphable.image.hrn_targets`: the best a map of this resolution can do).
+
 Each photo's mean distance is one sample; the summary gives their mean and standard deviation (the
 supplement's mean +- std over scans), and ``hrn.csv`` the per-photo values.
 """
@@ -25,6 +31,7 @@ from typing import Any
 import numpy as np
 
 LEVELS = ("coarse", "mid", "mid_subdivided", "fine")
+REFERENCES = ("mean_face", "gt_coefficients", "gt_coefficients_mid")
 ICP_REJECT_CM = 1.0
 
 
@@ -59,6 +66,25 @@ def level_distances(model, prediction, b: int, gt_points: np.ndarray, unit: str)
                                            reject_distance=reject).mean_mm for level, (v, f) in meshes.items()}
 
 
+def reference_meshes(model, dataset, i: int, targets) -> dict[str, np.ndarray]:
+    """The module docstring's reference rows for photo ``i`` (model frame); ``targets``: a
+    :class:`~morphable.image.hrn_targets.DetailTargets` or None."""
+    import torch
+
+    face = model.face
+    a = dataset.annotations
+    with torch.no_grad():
+        shape = face.shape(torch.as_tensor(a["shape"][i])[None].float().to(face.basis.device),
+                           torch.as_tensor(a["expression"][i])[None].float().to(face.basis.device))[0]
+    gt = shape.double().cpu().numpy()
+    out = {"mean_face": face.mean.double().cpu().numpy(), "gt_coefficients": gt}
+    if targets is not None:
+        tile = model.geometry.tile
+        m = torch.as_tensor(targets.mid(int(a["identity"][i])), dtype=torch.float64)[None]
+        out["gt_coefficients_mid"] = tile.deform(torch.as_tensor(gt)[None], m)[0].numpy()
+    return out
+
+
 def evaluate_hrn(model, dataset, out: str | Path, *, split: str = "test", limit: int | None = None,
                  progress: bool = False) -> dict[str, Any]:
     """The module docstring's scores of ``model`` (:class:`~morphable.image.hrn_model.HRNModel`) on ``split``;
@@ -70,8 +96,15 @@ def evaluate_hrn(model, dataset, out: str | Path, *, split: str = "test", limit:
         raise MorphableError(f"{dataset.root}: the {split} split holds no photos")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    from morphable.image.hrn_targets import DetailTargets
+    from morphable.metrics import point_to_plane_distance
+
     region = model.geometry.tile.weights >= 1
     unit = dataset.info.get("unit", "cm")
+    targets = None
+    if "detail" in dataset.info:
+        targets = DetailTargets(dataset.root, model.geometry.tile, model.geometry.mid_size, model.geometry.high_size,
+                                model.face.cm)
     rows: list[dict[str, Any]] = []
     shown = []
     chunk = model.chunk
@@ -81,8 +114,11 @@ def evaluate_hrn(model, dataset, out: str | Path, *, split: str = "test", limit:
         prediction = model.predict(crops)
         for b, i in enumerate(ids):
             gt_points = model_frame_mesh(dataset, i)[region]
+            references = {name: point_to_plane_distance(v, model.faces, gt_points, unit=unit, init="identity",
+                                                        reject_distance=ICP_REJECT_CM * model.face.cm).mean_mm
+                          for name, v in reference_meshes(model, dataset, i, targets).items()}
             rows.append({"index": int(i), "identity": int(dataset.annotations["identity"][i]),
-                         **level_distances(model, prediction, b, gt_points, unit)})
+                         **level_distances(model, prediction, b, gt_points, unit), **references})
             if len(shown) < 4:
                 shown.append((crops[b], {k: v[b] for k, v in prediction.renders.items()}))
         if progress:
@@ -91,8 +127,10 @@ def evaluate_hrn(model, dataset, out: str | Path, *, split: str = "test", limit:
     _plot_levels(out / "levels.png", shown)
     levels = {level: {"mean": float(np.mean([r[level] for r in rows])), "std": float(np.std([r[level] for r in rows])),
                       "count": len(rows)} for level in LEVELS}
+    references = {name: {"mean": float(np.mean([r[name] for r in rows])), "std": float(np.std([r[name] for r in rows]))}
+                  for name in REFERENCES if name in rows[0]}
     return {"split": split, "photos": len(rows), "unit": "mm", "protocol": "point-to-plane after rigid ICP, GT face "
-            "region, GT-landmark crops", "levels": levels}
+            "region, GT-landmark crops", "levels": levels, "references": references}
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
