@@ -11,10 +11,12 @@ from morphable.experiment import evaluate, train
 EXPLICIT = sorted(p for p in PRESETS if PRESETS[p]().family == "explicit")
 IMPLICIT = sorted(p for p in PRESETS if PRESETS[p]().family == "implicit")
 IMAGE = sorted(p for p in PRESETS if PRESETS[p]().family == "image")
+VRN = [p for p in IMAGE if PRESETS[p]().method.startswith("vrn")]
+HRN = [p for p in IMAGE if PRESETS[p]().method == "hrn"]
 
 
 def test_every_preset_is_in_a_family_and_smoke_tested():
-    assert set(EXPLICIT) | set(IMPLICIT) | set(IMAGE) == set(PRESETS)
+    assert set(EXPLICIT) | set(IMPLICIT) | set(IMAGE) == set(PRESETS) and set(VRN) | set(HRN) == set(IMAGE)
     assert {PRESETS[p]().method for p in PRESETS} <= set(METHODS)
 
 
@@ -36,10 +38,17 @@ def shrink(config):
             config.train.epochs = len(model.stages)
             model.stages = [{**stage, "start": k} for k, stage in enumerate(model.stages)]
         config.train.batch_size = 2
-    if config.family == "image":
+    if config.method.startswith("vrn"):
         model = config.model
         model.size, model.depth, model.features, model.landmark_features = 32, 32, 16, 8
         config.train.batch_size = 8
+    if config.method == "hrn":
+        from test_hrn import TINY
+
+        from morphable.config import HRNConfig
+
+        config.model = HRNConfig(**{**TINY, "weights": config.model.weights})
+        config.train.batch_size = 4
     return config
 
 
@@ -115,6 +124,26 @@ def test_preset_builds_at_full_size(preset, paper_template, tmp_path):
         if preset in ("npm", "triplane"):  # the paper sizes: 8 x 1024 MLP; 256^2 x 32 planes from a 512-d code
             assert count > 5e6
         return
+    if config.method == "hrn":
+        from morphable.image.hrn import HRNGenerators
+        from morphable.image.unet import PatchDiscriminator
+
+        m = config.model
+        P = 100 + 53 + m.albedo_components + 33  # ICT-FaceKit light: 100 shape and 53 expression modes
+        generators = HRNGenerators(np.zeros(P), np.ones(P), m.mid_size, m.high_size, 1.0, 0.2,
+                                   coarse_depth=m.coarse_depth, coarse_width=m.coarse_width,
+                                   generator_width=m.generator_width)
+        with torch.no_grad():
+            assert generators.coarse(torch.zeros(1, 3, m.size, m.size)).shape == (1, P)
+            assert generators.mid(torch.zeros(1, 4, m.mid_size, m.mid_size)).shape == (1, 3, m.mid_size, m.mid_size)
+            assert generators.high(torch.zeros(1, 7, m.high_size, m.high_size)).shape == (1, 1, m.high_size,
+                                                                                          m.high_size)
+            logits = PatchDiscriminator(1, m.discriminator_width, m.discriminator_layers, "instance")(
+                torch.zeros(1, 1, m.high_size, m.high_size))
+        assert logits.shape[-1] == m.high_size // 2 ** m.discriminator_layers - 2
+        count = sum(p.numel() for p in generators.parameters())
+        assert count > (5e7 if m.size == 224 else 1e6)  # ResNet-50 + two 64-wide U-Nets; the CPU size about 5 M
+        return
     if config.family == "image":
         from morphable.image.method import VRNMethod
 
@@ -151,7 +180,16 @@ def test_preset_builds_at_full_size(preset, paper_template, tmp_path):
     assert sum(p.numel() for p in network.parameters()) > 1e4
 
 
-@pytest.mark.parametrize("preset", IMAGE)
+@pytest.mark.parametrize("preset", HRN)
+def test_hrn_preset_trains_and_evaluates(preset, tiny_detail_photos, tmp_path):
+    config = shrink(PRESETS[preset]())
+    config.data.path = str(tiny_detail_photos)
+    metrics = train(config, tmp_path / "run", progress=False)
+    assert all(0 < entry["mean"] < 50 for entry in metrics["levels"].values())
+    assert (tmp_path / "run" / "plots" / "levels.png").exists()
+
+
+@pytest.mark.parametrize("preset", VRN)
 def test_image_preset_trains_and_evaluates(preset, tiny_photos, tmp_path):
     config = shrink(PRESETS[preset]())
     config.data.path = str(tiny_photos)

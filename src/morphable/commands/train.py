@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     parser.add_argument("preset", choices=sorted(PRESETS), help="method preset")
     parser.add_argument("--data", help="registered meshes (folder or (N, V, 3) .npy), an SDF dataset "
                                         "('morphable data sdf') or a photo dataset ('morphable data photos', vrn "
-                                        "presets); may be left out with --resume")
+                                        "and hrn presets); may be left out with --resume")
     parser.add_argument("--out", required=True, help="run folder to create")
     parser.add_argument("--unit", help="unit when a mesh dataset has no dataset.json: m, cm, mm or millimetres "
                                         "per unit (e.g. 250 when 1 unit = 25 cm)")
