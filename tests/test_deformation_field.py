@@ -56,7 +56,8 @@ def test_field_trained_on_a_tiny_ict_sequence_reproduces_a_held_out_frame():
     """One ICT identity, ``mouth_open`` (jawOpen 0.9) at intensities 0.3, 0.6 and 1.0 for training; the frame at
     0.8 is held out: its code alone is fitted with the network frozen. The warped neutral must reach at most
     25 % of the identity map's error on the face (measured 0.79 of 3.73 mm, 21 %), and the non-face vertices must
-    move by less than 0.5 mm on average (measured 0.12 mm)."""
+    move by less than 0.5 mm on average (measured 0.12 mm). Broyden root finding then maps the warped face back to
+    its neutral vertices (the inverse of the learned field)."""
     from morphable.data.linear import ICT_FACE_VERTICES, ICT_SKIN_VERTICES, ICT_EXPRESSIONS, load_ict
 
     torch.manual_seed(0)
@@ -104,3 +105,12 @@ def test_field_trained_on_a_tiny_ict_sequence_reproduces_a_held_out_frame():
     assert float(error[face].mean()) <= 0.25 * float(identity_error[face].mean())
     moved = dx[~face].norm(dim=1) * to_mm
     assert float(moved.mean()) < 0.5
+    # the posed face of the held-out frame, mapped back to canonical space by root finding (eq. 4.22)
+    from morphable.implicit.root_finding import broyden
+
+    posed = (x + dx)[face]
+    with torch.no_grad():
+        result = broyden(lambda p: field.warp(held_out, identity[:1], p[None])[0], posed)
+    assert result.rate >= 0.99
+    recovered = (result.x - x[face]).norm(dim=1)[result.converged] * to_mm
+    assert float(recovered.max()) < 0.01  # mm: the root is the neutral vertex
