@@ -1,5 +1,5 @@
 """``morphable data``: make datasets (synthetic faces, samples of a linear face model, SDF samples of scans,
-depth observations, synthetic photos) and check them."""
+deformation pairs of expression sequences, depth observations, synthetic photos) and check them."""
 
 from __future__ import annotations
 
@@ -49,7 +49,52 @@ def register(subparsers) -> None:
     info.set_defaults(func=run_info)
 
     _add_scan_parsers(sub)
+    _add_deform_parser(sub)
     _add_photos_parser(sub)
+
+
+def _add_deform_parser(sub) -> None:
+    deform = sub.add_parser("deform", help="correspondence pairs for the expression deformation field from registered "
+                                           "sequences, plus identity SDF data of the neutral heads (docs/data.md)")
+    deform.add_argument("sequences", help="COMA-layout folder <subject>/<expression>/<frame>.ply of one topology "
+                                          "(e.g. 'data synth' or 'data ict' output)")
+    add_output_folder(deform, "deformation.json, identity/, pairs/, posed/, neutral/, preview.png")
+    deform.add_argument("--unit", help=f"unit when the folder has no dataset.json: {UNIT_CHOICES}")
+    deform.add_argument("--neutral", metavar="EXPRESSION/FRAME",
+                        help="every subject's neutral frame (default: frame 0 of each subject's first expression)")
+    deform.add_argument("--region-vertices", type=int, metavar="N",
+                        help="vertices 0..N-1 are the face (ICT-FaceKit: 9409); default: the dataset's regions.npy")
+    deform.add_argument("--frame-stride", type=int, default=1, metavar="K",
+                        help="keep every K-th frame of each sequence, plus its last frame and its apex (default 1)")
+    deform.add_argument("--pairs", type=int, default=20_000, metavar="M",
+                        help="correspondence pairs per mesh, half sampled on each mesh (default 20000)")
+    deform.add_argument("--n-surface", type=int, default=50_000, help="identity SDF surface samples (default 50000)")
+    deform.add_argument("--n-near", type=int, default=50_000,
+                        help="identity SDF near-surface samples per level (default 50000)")
+    deform.add_argument("--n-ball", type=int, default=20_000, help="identity SDF unit-ball samples (default 20000)")
+    deform.add_argument("--views", type=int, default=0,
+                        help="ground-truth normal maps of the identity data, cameras per head (default 0: none)")
+    deform.add_argument("--map-resolution", type=int, default=64, help="normal map size in pixels (default 64)")
+    deform.add_argument("--n-eval", type=int, default=5_000,
+                        help="evaluation SDF samples of each posed mesh: surface, near per level, ball (default 5000)")
+    deform.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    deform.set_defaults(func=run_data_deform)
+
+
+def run_data_deform(args: argparse.Namespace) -> int:
+    from morphable.data.deformation import DEFORMATION_JSON, read_deformation_info, write_deformation_dataset
+
+    out = write_deformation_dataset(
+        args.sequences, args.out, unit=args.unit, neutral=args.neutral, region_vertices=args.region_vertices,
+        frame_stride=args.frame_stride, pairs=args.pairs, n_surface=args.n_surface, n_near=args.n_near,
+        n_ball=args.n_ball, n_eval=args.n_eval, views=args.views, map_resolution=args.map_resolution,
+        seed=args.seed, overwrite=args.overwrite)
+    info = read_deformation_info(out)
+    stats = info["stats"]
+    print(f"{len(info['subjects'])} subjects, {stats['posed_samples']} posed samples (+ {len(info['subjects'])} "
+          f"neutral), {stats['pairs_total']} pairs, max displacement {stats['max_displacement_mm']:.1f} mm  ->  "
+          f"{out / DEFORMATION_JSON}; identity data: {out / info['identity_data']}; preview: {out / 'preview.png'}")
+    return 0
 
 
 def _add_photos_parser(sub) -> None:

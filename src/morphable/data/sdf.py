@@ -447,7 +447,7 @@ def write_sdf_dataset(meshes: Sequence[tuple[str, np.ndarray, np.ndarray, np.nda
                       n_ball: int = 100_000, face_fraction: float = 0.75, sigmas: Sequence[float] = SIGMAS,
                       sign: SignMethod = "auto", local_band: float = 0.02, seed: int = 0,
                       normal_maps: NormalMapSettings | None = None, overwrite: bool = False,
-                      progress: bool = True) -> Path:
+                      progress: bool = True, similarity: Similarity | None = None) -> Path:
     """Pre-compute SDF samples for every mesh and write a dataset folder, all or nothing.
 
     Layout: ``<out_dir>/<name>.npz`` per shape (:meth:`SdfSamples.save`) and ``sdf_dataset.json`` with the
@@ -473,6 +473,9 @@ def write_sdf_dataset(meshes: Sequence[tuple[str, np.ndarray, np.ndarray, np.nda
         normal_maps: views, resolution and camera distance of the ground-truth normal maps (None: none).
         overwrite: replace an existing non-empty ``out_dir``.
         progress: progress bars.
+        similarity: one given similarity for every shape (e.g. fitted over more meshes than these, as
+            :mod:`morphable.data.deformation` does over neutral and posed heads); overrides ``normalisation``
+            and ``radius``, and is recorded as ``"normalisation": "given"``.
 
     Returns:
         ``out_dir`` as a Path.
@@ -492,7 +495,10 @@ def write_sdf_dataset(meshes: Sequence[tuple[str, np.ndarray, np.ndarray, np.nda
     prepared = [(name, prepare_mesh(name, vertices, faces, mask)) for name, vertices, faces, mask in meshes]
     if normalisation not in ("shared", "per_shape"):
         raise ValueError(f"unknown normalisation {normalisation!r}")
-    shared = Similarity.fit([p.vertices for _, p in prepared], radius) if normalisation == "shared" else None
+    if similarity is not None:
+        shared, normalisation = similarity, "given"
+    else:
+        shared = Similarity.fit([p.vertices for _, p in prepared], radius) if normalisation == "shared" else None
 
     cameras = view_cameras(normal_maps, radius) if normal_maps is not None else []
     with atomic_folder(out_dir) as tmp:
