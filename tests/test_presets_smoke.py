@@ -9,14 +9,16 @@ from morphable.config import METHODS, PRESETS, NPMConfig
 from morphable.experiment import evaluate, train
 
 EXPLICIT = sorted(p for p in PRESETS if PRESETS[p]().family == "explicit")
-IMPLICIT = sorted(p for p in PRESETS if PRESETS[p]().family == "implicit")
+IMPLICIT = sorted(p for p in PRESETS if PRESETS[p]().family == "implicit" and PRESETS[p]().method != "expression")
+EXPRESSION = sorted(p for p in PRESETS if PRESETS[p]().method == "expression")
 IMAGE = sorted(p for p in PRESETS if PRESETS[p]().family == "image")
 VRN = [p for p in IMAGE if PRESETS[p]().method.startswith("vrn")]
 HRN = [p for p in IMAGE if PRESETS[p]().method == "hrn"]
 
 
 def test_every_preset_is_in_a_family_and_smoke_tested():
-    assert set(EXPLICIT) | set(IMPLICIT) | set(IMAGE) == set(PRESETS) and set(VRN) | set(HRN) == set(IMAGE)
+    assert set(EXPLICIT) | set(IMPLICIT) | set(EXPRESSION) | set(IMAGE) == set(PRESETS)
+    assert set(VRN) | set(HRN) == set(IMAGE)
     assert {PRESETS[p]().method for p in PRESETS} <= set(METHODS)
 
 
@@ -26,7 +28,10 @@ def shrink(config):
     if config.family == "explicit" and config.spec.training == "loop":
         config.model.factors = [2] * len(config.model.factors)  # the preset's number of poolings, on a tiny mesh
         config.train.batch_size = 8
-    if config.family == "implicit":
+    if config.method == "expression":
+        config.model.latent, config.model.hidden, config.model.n_layers, config.model.pairs = 8, 32, 3, 64
+        config.train.batch_size = 2
+    elif config.family == "implicit":
         model = config.model
         model.latent, model.surface_face, model.surface_nonface, model.ball = 8, 64, 32, 32
         model.hidden = min(model.hidden, 32)
@@ -79,6 +84,34 @@ def test_implicit_preset_trains_and_evaluates(preset, sdf_dir, tmp_path):
     assert again["final"] == metrics["final"]
 
 
+@pytest.fixture(scope="module")
+def deformation_data(tmp_path_factory):
+    """Deformation data of 2 synthetic subjects x 1 expression x 3 frames and a 1-epoch npm-small identity run."""
+    from morphable.cli import main
+    from morphable.data.deformation import write_deformation_dataset
+    from morphable.data.synthetic import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("expression")
+    seq = write_synthetic_dataset(root / "seq", subjects=2, expressions=1, frames=3, seed=0)
+    data = write_deformation_dataset(seq, root / "def", pairs=400, n_surface=600, n_near=600, n_ball=300, n_eval=200,
+                                     progress=False)
+    assert main(["train", "npm-small", "--data", str(data / "identity"), "--out", str(root / "id"), "--epochs", "1",
+                 "--quiet"]) == 0
+    return data, root / "id"
+
+
+@pytest.mark.parametrize("preset", EXPRESSION)
+def test_expression_preset_trains_and_evaluates(preset, deformation_data, tmp_path):
+    config = shrink(PRESETS[preset]())
+    config.data.path, config.model.identity = str(deformation_data[0]), str(deformation_data[1])
+    metrics = train(config, tmp_path / "run", progress=False)
+    assert metrics["n_samples"] == 4 and metrics["pairs"]["posed_samples"] == 2  # 2 apexes + 2 neutrals
+    assert np.isfinite(metrics["final"]["loss"]) and np.isfinite(metrics["validation"]["loss"])
+    assert (tmp_path / "run" / "plots" / "expressions.png").exists()
+    again = evaluate(tmp_path / "run")
+    assert again["final"] == metrics["final"] and again["pairs"] == metrics["pairs"]
+
+
 def _rows(run):
     import csv
 
@@ -113,6 +146,18 @@ def test_preset_builds_at_full_size(preset, paper_template, tmp_path):
     import torch
 
     config = PRESETS[preset]()
+    if config.method == "expression":  # on the codes of the matching identity preset (npm: 512, npm-small: 16)
+        from morphable.implicit.expression_method import ExpressionMethod
+
+        identity = PRESETS["npm" if preset == "expression" else "npm-small"]().model.latent
+        method = ExpressionMethod(config, torch.zeros(3, identity), 4, torch.device("cpu"))
+        count = sum(p.numel() for p in method.field.parameters())
+        model = config.model
+        assert count == deepsdf_parameters(model.latent + identity, model.hidden, model.n_layers) + 2 * (model.hidden + 1)  # 3 outputs
+        assert method.codes.weight.shape == (4, model.latent)
+        if preset == "expression":  # the paper size: 8 x 1024 MLP on 200 + 512 codes
+            assert count > 5e6
+        return
     if config.family == "implicit":
         from morphable.implicit.method import ImplicitMethod
 

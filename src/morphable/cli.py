@@ -18,7 +18,7 @@ import sys
 from morphable import __version__
 
 COMMAND_GROUPS = ("demo", "data", "train", "eval", "sample", "interpolate", "extract", "fit", "fit_linear", "export",
-                  "parts", "mesh", "report", "landmarks", "reconstruct")
+                  "parts", "mesh", "report", "landmarks", "reconstruct", "transfer")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -130,11 +130,19 @@ def region_metrics(pred: tuple[np.ndarray, np.ndarray], gt: tuple[np.ndarray, np
 
     p = sample_surface(*pred, n_samples, seed)
     g = sample_surface(*gt, n_samples, seed + 1)
-    out = {"head": surface_metrics(p.points, p.face_normals, g.points, g.face_normals, to_mm)}
     g_face = np.ones(len(g.points), bool) if gt_region_mask is None else face_region(gt[1], gt_region_mask)[g.face_ids]
-    _, nearest = nearest_neighbours(p.points, g.points)
-    p_face = g_face[nearest]
-    out["face"] = surface_metrics(p.points[p_face], p.face_normals[p_face], g.points[g_face], g.face_normals[g_face],
+    return sampled_region_metrics(p.points, p.face_normals, g.points, g.face_normals, g_face, to_mm)
+
+
+def sampled_region_metrics(pred_points: np.ndarray, pred_normals: np.ndarray, gt_points: np.ndarray,
+                           gt_normals: np.ndarray, gt_face: np.ndarray, to_mm: float) -> dict[str, dict[str, float]]:
+    """``{"face": ..., "head": ...}`` :func:`surface_metrics` of surface samples: ``pred_points (N, 3)``,
+    ``gt_points (M, 3)`` with unit normals, ``gt_face (M,)`` bool the ground truth's face-region samples. The
+    face region of the prediction is the set of its samples whose nearest ground-truth sample is a face sample."""
+    out = {"head": surface_metrics(pred_points, pred_normals, gt_points, gt_normals, to_mm)}
+    _, nearest = nearest_neighbours(pred_points, gt_points)
+    p_face = gt_face[nearest]
+    out["face"] = surface_metrics(pred_points[p_face], pred_normals[p_face], gt_points[gt_face], gt_normals[gt_face],
                                   to_mm)
     return out
 

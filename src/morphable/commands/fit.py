@@ -8,12 +8,15 @@ from morphable.commands.options import add_device, add_ground_truth, add_output_
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("fit", help="fit an identity code of an implicit run to a depth point cloud")
-    add_run(parser, "npm, triplane")
+    parser = subparsers.add_parser("fit", help="fit the codes of an implicit run to a depth point cloud (an "
+                                                "expression run: identity and expression, by root finding)")
+    add_run(parser, "npm, triplane or expression")
     parser.add_argument("--points", required=True, help="point cloud (.ply/.obj, units of the training data)")
     add_output_folder(parser, "code.safetensors, fit.ply, metrics.json")
     add_ground_truth(parser)
-    parser.add_argument("--steps", type=int, default=1000, help="Adam iterations (default 1000)")
+    parser.add_argument("--steps", type=int, help="Adam iterations (default 1000; expression runs: 500 joint)")
+    parser.add_argument("--refine-steps", type=int, default=200,
+                        help="expression runs: expression-only iterations after the joint ones (default 200)")
     add_resolution(parser, 256)
     add_device(parser)
     parser.set_defaults(func=run_fit)
@@ -27,10 +30,24 @@ def run_fit(args: argparse.Namespace) -> int:
                                                 "'morphable fit-linear'")
     samples = metric_samples(args.metric_samples)
     out = output_folder(args.out, args.overwrite)
-    metrics = fit_run(args.run, args.points, out, args.gt, args.region_vertices, args.steps, args.res,
-                      args.device, samples)
+    if is_expression_run(args.run):
+        from morphable.implicit.expression_fit import fit_expression_run
+
+        metrics = fit_expression_run(args.run, args.points, out, args.gt, args.region_vertices,
+                                     500 if args.steps is None else args.steps, args.refine_steps, args.res,
+                                     args.device, samples)
+    else:
+        metrics = fit_run(args.run, args.points, out, args.gt, args.region_vertices,
+                          1000 if args.steps is None else args.steps, args.res, args.device, samples)
     print_fit(metrics, out)
     return 0
+
+
+def is_expression_run(run: str) -> bool:
+    """Whether a run folder holds an expression model (``config.json`` method ``expression``)."""
+    from morphable.runs import Run
+
+    return Run.open(run).config.get("method") == "expression"
 
 
 def print_fit(metrics: dict, out) -> None:

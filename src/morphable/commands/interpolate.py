@@ -19,6 +19,8 @@ def register(subparsers) -> None:
     parser.add_argument("--target", required=True, help="second end, like --source")
     parser.add_argument("--n", type=int, default=7, help="meshes along the segment, ends included (default 7)")
     add_output_folder(parser, "interp_XX.ply, interpolation.png, interpolation.json")
+    parser.add_argument("--subject", help="expression runs: the subject whose identity the expressions are shown on "
+                                          "(default: the source sample's)")
     add_resolution(parser, None)
     add_device(parser)
     parser.set_defaults(func=run_interpolate)
@@ -43,12 +45,12 @@ def run_interpolate(args: argparse.Namespace) -> int:
         raise MorphableError(f"--n must be at least 2, got {args.n}")
     out = output_folder(args.out, args.overwrite)
     _, config = open_run(args.run)
-    refuse_implicit_options(args, config)
+    refuse_implicit_options(args, config, ("res", "subject"))
     if config.family == "implicit":
         from morphable.implicit.latent import interpolate_run
 
         info = interpolate_run(args.run, _index("--source", args.source), _index("--target", args.target), out,
-                               steps=args.n, resolution=args.res or 128, device=args.device)
+                               steps=args.n, resolution=args.res or 128, device=args.device, subject=args.subject)
         print(f"{info['steps']} meshes from {info['names'][0]} to {info['names'][1]} in "
               f"{info['seconds_extraction']:.1f} s  ->  {out}")
         return 0

@@ -19,6 +19,8 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
     parser.add_argument("--shrinkage", type=float,
                         help="weight of the isotropic part of the covariance in [0, 1] (default: Ledoit-Wolf)")
+    parser.add_argument("--subject", help="expression runs: the subject whose identity the expressions are shown on "
+                                          "(default: the first subject)")
     add_resolution(parser, None)
     add_device(parser)
     parser.set_defaults(func=run_sample)
@@ -35,12 +37,12 @@ def run_sample(args: argparse.Namespace) -> int:
         raise MorphableError(f"--shrinkage must be in [0, 1], got {args.shrinkage}")
     out = output_folder(args.out, args.overwrite)
     _, config = open_run(args.run)
-    refuse_implicit_options(args, config)
+    refuse_implicit_options(args, config, ("res", "subject"))
     if config.family == "implicit":
         from morphable.implicit.latent import sample_run
 
         info = sample_run(args.run, out, n=args.n, resolution=args.res or 128, seed=args.seed, device=args.device,
-                          shrinkage=args.shrinkage)
+                          shrinkage=args.shrinkage, subject=args.subject)
         empty = sum(r["faces"] == 0 for r in info["samples"])
         print(f"{info['n']} samples of {info['n_training_codes']} codes (shrinkage {info['shrinkage']:.3f}), "
               f"{info['seconds_per_sample']:.2f} s per mesh at {info['resolution']}^3"

@@ -27,6 +27,8 @@ def register(subparsers) -> None:
                         help="CoMA protocol of a mesh dataset (default interpolation)")
     parser.add_argument("--fold", help="held-out expression (extrapolation) or subject (identity); 'all' trains "
                                        "every fold into OUT/<fold>/ and writes OUT/folds.md")
+    parser.add_argument("--identity", help="expression presets: the identity run (npm / triplane, trained on the "
+                                           "deformation data's identity/ folder) whose heads the field deforms")
     parser.add_argument("--latent", type=int, help="latent size (default: the preset's)")
     parser.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
     parser.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
@@ -48,7 +50,10 @@ def register(subparsers) -> None:
 def config_from_args(args: argparse.Namespace, data_defaults: dict | None = None):
     """The preset's config with the command-line overrides applied (each checked by the config classes);
     the data options left out take their values from ``data_defaults`` when given (a resumed run's)."""
+    import os
+
     from morphable.config import config_from_dict
+    from morphable.errors import MorphableError
 
     config = PRESETS[args.preset]()
     data = {"path": args.data, "unit": args.unit, "template": args.template, "fold": args.fold,
@@ -61,6 +66,10 @@ def config_from_args(args: argparse.Namespace, data_defaults: dict | None = None
                                              ("lr", args.lr), ("device", args.device)) if value is not None}
     train["tensorboard"] = args.tensorboard
     model = {"latent": args.latent} if args.latent is not None else {}
+    if args.identity is not None:
+        if config.method != "expression":
+            raise MorphableError(f"--identity applies to expression presets, not to '{args.preset}'")
+        model["identity"] = os.path.abspath(args.identity)
     merged = config.to_dict()
     merged["data"].update(data)
     merged["train"].update(train)
@@ -89,6 +98,8 @@ def check_resume(args: argparse.Namespace, run) -> None:
 
     stored = {k: v for k, v in run.config.items() if k != "provenance"}
     given = config_from_args(args, stored["data"]).to_dict()
+    if args.identity is None and "identity" in stored["model"]:
+        given["model"]["identity"] = stored["model"]["identity"]
     if given["data"]["path"] and os.path.abspath(given["data"]["path"]) == os.path.abspath(stored["data"]["path"]):
         given["data"]["path"] = stored["data"]["path"]
     differ = [name for name in config_differences(stored, given) if name not in HOW_TRAINED]

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from morphable.config import ExperimentConfig
+from morphable.config import ExperimentConfig, ExpressionConfig
 from morphable.errors import input_error
 from morphable.io import read_json, write_json
 from morphable.runs import LOG_FILE, Run, process_rank
@@ -104,16 +104,29 @@ class ImplicitData:
             self.sdf = self.train
 
 
+def _expression(config: ExperimentConfig):
+    """The expression-run hooks (:mod:`morphable.implicit.expression_experiment`) when ``config`` is one, else None."""
+    if isinstance(config.model, ExpressionConfig):
+        from morphable.implicit import expression_experiment
+
+        return expression_experiment
+    return None
+
+
 def prepare_data(config: ExperimentConfig) -> ImplicitData:
-    """The SDF dataset ``config.data.path`` (read and validated) and its validation draws. Registered-mesh
-    options (``--split``, ``--fold``, ``--template``) do not apply to SDF datasets and are refused."""
+    """The SDF dataset ``config.data.path`` (read and validated) and its validation draws (expression runs: the
+    deformation data, :func:`morphable.implicit.expression_experiment.prepare_data`). Registered-mesh options
+    (``--split``, ``--fold``, ``--template``) do not apply and are refused."""
     from morphable.data.sdf import SdfDataset, SubsampleCounts
 
     data = config.data
     for option, value, default in (("--split", data.protocol, "interpolation"), ("--fold", data.fold, None),
                                    ("--template", data.template, None), ("--unit", data.unit, None)):
         if value != default:
-            raise input_error(data.path, f"{option} does not apply to an SDF dataset (its unit is in sdf_dataset.json)")
+            raise input_error(data.path, f"{option} does not apply to an SDF or deformation dataset (its unit is in "
+                                         "its JSON description)")
+    if _expression(config):
+        return _expression(config).prepare_data(config)
     from morphable.implicit.method import loss_weights
 
     loss_weights(config)  # unknown loss-weight names: one line before anything is written
@@ -151,6 +164,8 @@ def evaluation_data(config: ExperimentConfig) -> None:
 def fit(config: ExperimentConfig, run: Run, data: ImplicitData, resume: bool = False,
         progress: bool = True) -> dict[str, Any]:
     """Train the auto-decoder on every shape of the dataset (codes and network) in the shared loop."""
+    if _expression(config):
+        return _expression(config).fit(config, run, data, resume, progress)
     from morphable.data.sdf import DATASET_JSON
     from morphable.train import LoopConfig, fit as fit_loop, init_distributed, parameter_count, select_device
 
@@ -183,6 +198,8 @@ def evaluate(run: Run, config: ExperimentConfig, data: ImplicitData | None, gt: 
              device: str = "auto") -> dict[str, Any]:
     """Final losses, a picture of the first training codes' meshes (``plots/training_shapes.png``) and, for
     each ground-truth mesh of ``gt`` (named like a training shape), face / head surface metrics."""
+    if _expression(config):
+        return _expression(config).evaluate(run, config, data, gt, region_vertices, resolution, metric_samples, device)
     from morphable.metrics import METRIC_SAMPLES
     from morphable.viz import mesh_strip
 
@@ -225,6 +242,10 @@ def ground_truth_metrics(model, gt: Sequence[str], region_vertices: int | None, 
 
 
 def summary(metrics: dict[str, Any]) -> str:
+    if "pairs" in metrics:
+        from morphable.implicit.expression_experiment import summary as expression_summary
+
+        return expression_summary(metrics)
     line = (f"{metrics['n_shapes']} shapes, final loss {metrics['final'].get('loss', float('nan')):.4g}, "
             f"validation loss {metrics['validation'].get('loss', float('nan')):.4g}")
     if "ground_truth" in metrics:
@@ -233,8 +254,12 @@ def summary(metrics: dict[str, Any]) -> str:
 
 
 def load(run: Run, device: str = "auto"):
-    """The :class:`~morphable.implicit.model.ImplicitModel` of a run folder."""
+    """The :class:`~morphable.implicit.model.ImplicitModel` of a run folder (an expression run's
+    :class:`~morphable.implicit.expression_model.ExpressionModel`)."""
     from morphable.implicit.model import ImplicitModel
+
+    if _expression(run.trained_config("implicit")):
+        return _expression(run.trained_config("implicit")).load(run, device)
 
     return ImplicitModel(*load_implicit(run.path, device))
 

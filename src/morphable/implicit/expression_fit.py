@@ -82,3 +82,50 @@ def fit_posed(identity_fn: IdentityFn, deform_fn: DeformFn, identity_dim: int, e
             fit.phase.append(phase)
     fit.identity, fit.expression = z_id.detach()[0], z_ex.detach()[0]
     return fit
+
+
+def fit_expression_run(run_path, points_path, out, gt_path=None, region_vertices: int | None = None,
+                       steps: int = 500, refine_steps: int = 200, resolution: int = 256, device: str = "auto",
+                       metric_samples: int | None = None) -> dict:
+    """Fit identity and expression codes of an expression run to a posed point cloud (source units of its
+    training data) with :func:`fit_posed`, and write into ``out``: ``codes.safetensors`` (``identity`` (d_id,),
+    ``expression`` (d_ex,)), ``fit.ply`` (the posed mesh), ``neutral.ply`` (the fitted identity's neutral mesh),
+    ``fit.png`` (both, beside the ground truth when given) and ``metrics.json`` (energies, root convergence,
+    seconds and, with ``gt_path``, the face / head metrics of the posed mesh); returns the metrics."""
+    import time
+
+    from morphable.errors import input_error
+    from morphable.implicit.experiment import load
+    from morphable.io import UNIT_TO_MM, atomic_folder, read_mesh, save_weights, write_json, write_mesh
+    from morphable.metrics import METRIC_SAMPLES, read_ground_truth, region_metrics
+    from morphable.runs import Run
+    from morphable.viz import mesh_strip
+
+    model = load(Run.open(run_path), device)
+    cloud = read_mesh(points_path).vertices
+    gt, mask = read_ground_truth(gt_path, region_vertices)
+    started = time.perf_counter()
+    fit = model.fit(cloud, steps, refine_steps, source=str(points_path))
+    seconds = time.perf_counter() - started
+    vertices, faces = model.extract((fit.identity, fit.expression), resolution)
+    if len(faces) == 0:
+        raise input_error(points_path, "the fitted identity code has no surface inside the unit ball")
+    neutral = model.identity.extract(fit.identity, resolution)
+    metrics = {"energy_first": fit.energy[0], "energy_last": fit.energy[-1], "steps": steps,
+               "refine_steps": refine_steps, "converged_last": fit.converged[-1],
+               "converged_min": min(fit.converged), "fit_seconds": round(seconds, 3)}
+    if gt is not None:
+        samples = metric_samples or METRIC_SAMPLES
+        metrics.update(region_metrics((vertices, faces), (gt.vertices, gt.faces), mask, UNIT_TO_MM[model.unit],
+                                      n_samples=samples))
+        metrics["metric_samples"] = samples
+    with atomic_folder(out) as folder:
+        save_weights(folder / "codes.safetensors", {"identity": fit.identity.cpu(), "expression": fit.expression.cpu()},
+                     {"run": str(model.run.path)})
+        write_mesh(folder / "fit.ply", vertices, faces)
+        write_mesh(folder / "neutral.ply", *neutral)
+        shown = [neutral, (vertices, faces)] + ([(gt.vertices, gt.faces)] if gt is not None else [])
+        mesh_strip(folder / "fit.png", shown, ["fitted neutral", "fitted posed", "ground truth"][:len(shown)],
+                   columns=3)
+        write_json(folder / "metrics.json", metrics)
+    return metrics

@@ -96,30 +96,46 @@ def _extract_and_write(model, codes: torch.Tensor, similarities: Sequence[Any], 
     return meshes, records
 
 
-def _load(run_path: Path, device: str):
+def _load(run_path: Path, device: str, subject: str | None = None, sample: int | None = None):
+    """The run's model; for an expression run its expression codes on one identity: ``subject`` (a name), else
+    the subject of training sample ``sample``, else the first subject."""
     from morphable.implicit.experiment import load
     from morphable.runs import Run
 
-    return load(Run.open(run_path), device)
+    model = load(Run.open(run_path), device)
+    if hasattr(model, "on_identity"):
+        if subject is None and sample is not None and 0 <= sample < model.n_codes:
+            return model.on_identity(model.subject_of[sample])
+        return model.on_identity(subject if subject is not None else 0)
+    if subject is not None:
+        raise input_error(run_path, "--subject applies to expression runs")
+    return model
+
+
+def _identity_entry(model) -> dict[str, str]:
+    """``{"subject": name}`` for the fixed identity of an expression run's codes, else nothing."""
+    return {"subject": model.model.subjects[model.subject]} if hasattr(model, "subject") else {}
 
 
 def sample_run(run_path: str | os.PathLike, out: str | os.PathLike, n: int = 8, resolution: int = 128,
                seed: int = 0, device: str = "auto", shrinkage: float | None = None,
-               progress: bool = True) -> dict[str, Any]:
+               progress: bool = True, subject: str | None = None) -> dict[str, Any]:
     """Draw ``n`` codes from the Gaussian of the run's learned codes, extract and write them into ``out``:
     ``sample_XX.ply`` (training data's units), ``codes.safetensors`` (``codes`` (n, Z), after the max-norm
     renormalisation), ``samples.png`` and ``samples.json`` (the sampling settings, the shrinkage, per-sample
-    counts and seconds); returns that JSON's content."""
+    counts and seconds); returns that JSON's content. An expression run samples expression codes on the
+    identity of ``subject`` (default: its first subject)."""
     from morphable.io import atomic_folder, save_weights, write_json
 
     run_path, out = Path(run_path), Path(out)
     if n < 1:
         raise MorphableError(f"--n must be at least 1, got {n}")
     _check_options(resolution, out)
-    model = _load(run_path, device)
+    model = _load(run_path, device, subject)
     table = model.codes
     gaussian = fit_code_gaussian(table, shrinkage)
-    codes, clipped = renormalise_codes(gaussian.sample(n, seed).to(table.dtype), model.config.model.max_norm)
+    codes, clipped = renormalise_codes(gaussian.sample(n, seed).to(table.dtype),
+                                       getattr(model.config.model, "max_norm", None))
     similarity = blend_similarities(model.similarities, [1.0] * model.n_codes)
     started = time.perf_counter()
     labels = [f"sample {i}" for i in range(n)]
@@ -134,23 +150,26 @@ def sample_run(run_path: str | os.PathLike, out: str | os.PathLike, n: int = 8, 
                 "device": str(table.device), "latent": gaussian.dim, "n_training_codes": model.n_codes,
                 "shrinkage": gaussian.shrinkage, "code_spread": float(gaussian.covariance.trace()),
                 "renormalised_to_max_norm": clipped, "unit": model.unit, "samples": records,
-                "seconds_extraction": round(seconds, 3), "seconds_per_sample": round(seconds / n, 3)}
+                "seconds_extraction": round(seconds, 3), "seconds_per_sample": round(seconds / n, 3),
+                **_identity_entry(model)}
         write_json(folder / "samples.json", info)
     return info
 
 
 def interpolate_run(run_path: str | os.PathLike, a: int, b: int, out: str | os.PathLike, steps: int = 7,
-                    resolution: int = 128, device: str = "auto", progress: bool = True) -> dict[str, Any]:
+                    resolution: int = 128, device: str = "auto", progress: bool = True,
+                    subject: str | None = None) -> dict[str, Any]:
     """Mesh strip between training codes ``a`` and ``b`` of a run: ``interp_XX.ply`` for
     ``t = 0, 1/(steps-1), ..., 1`` (training data's units), ``codes.safetensors`` (``codes`` (steps, Z)),
-    ``interpolation.png`` and ``interpolation.json``; returns that JSON's content."""
+    ``interpolation.png`` and ``interpolation.json``; returns that JSON's content. An expression run blends
+    the expression codes of samples ``a`` and ``b`` on one identity: ``subject``'s, by default sample ``a``'s."""
     from morphable.io import atomic_folder, save_weights, write_json
 
     run_path, out = Path(run_path), Path(out)
     if steps < 2:
         raise MorphableError(f"--n must be at least 2, got {steps}")
     _check_options(resolution, out)
-    model = _load(run_path, device)
+    model = _load(run_path, device, subject, a)
     for flag, index in (("--source", a), ("--target", b)):
         if not 0 <= index < model.n_codes:
             raise input_error(run_path, f"{flag} {index} out of range: the run has codes 0..{model.n_codes - 1}")
@@ -169,6 +188,6 @@ def interpolate_run(run_path: str | os.PathLike, a: int, b: int, out: str | os.P
         mesh_strip(folder / "interpolation.png", meshes, labels, columns=steps)
         info = {"run": str(run_path), "method": model.method, "a": a, "b": b, "names": names, "steps": steps,
                 "t": ts, "resolution": resolution, "device": str(model.codes.device), "unit": model.unit,
-                "meshes": records, "seconds_extraction": round(seconds, 3)}
+                "meshes": records, "seconds_extraction": round(seconds, 3), **_identity_entry(model)}
         write_json(folder / "interpolation.json", info)
     return info

@@ -1,0 +1,193 @@
+"""Expression runs end to end: ``train expression-small --identity``, the run's model, fit, transfer, interpolate,
+sample, and the errors of bad combinations (tiny sizes: 2 subjects x 2 expressions, a 3 x 48 field)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from morphable.cli import main
+from morphable.data import deformation as dd
+from morphable.data.synthetic import write_synthetic_dataset
+from morphable.errors import MorphableError
+from morphable.experiment import load_run
+from morphable.io import read_mesh
+
+SMALL = dict(pairs=3000, n_surface=3000, n_near=3000, n_ball=1500, n_eval=4000, progress=False)
+TINY_FIELD = ["--latent", "8"]
+
+
+def _train_identity(data, out, epochs: int = 60) -> None:
+    assert main(["train", "npm-small", "--data", str(data), "--out", str(out), "--epochs", str(epochs), "--quiet"]) == 0
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Deformation data of 2 subjects x 2 expressions x 3 frames, an npm-small identity run on its identity/ folder
+    and an expression run (latent 8, 3 x 48 field, 150 epochs) over it."""
+    from morphable.config import PRESETS
+
+    root = tmp_path_factory.mktemp("expression")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MORPHABLE_CACHE", str(root / "cache"))
+        seq = write_synthetic_dataset(root / "seq", subjects=2, expressions=2, frames=3, seed=0)
+        data = dd.write_deformation_dataset(seq, root / "def", seed=3, **SMALL)
+    _train_identity(data / "identity", root / "identity")
+    config = PRESETS["expression-small"]()
+    config.data.path = str(data)
+    config.model.identity = str(root / "identity")
+    config.model.latent, config.model.hidden, config.model.n_layers, config.model.pairs = 8, 48, 3, 300
+    config.train.epochs, config.train.device = 150, "cpu"
+    from morphable.experiment import train
+
+    train(config, root / "expression", progress=False)
+    return {"root": root, "seq": seq, "data": data, "identity": root / "identity", "expression": root / "expression"}
+
+
+def test_training_writes_a_run_that_beats_the_identity_map(runs):
+    run = runs["expression"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    for name in ("config.json", "deformation.json", "model.safetensors", "log.csv", "report.md",
+                 "plots/expressions.png", "plots/losses.png"):
+        assert (run / name).is_file(), name
+    assert len(list((run / "meshes").glob("*.ply"))) == min(4, metrics["pairs"]["posed_samples"])
+    pairs = metrics["pairs"]
+    assert pairs["posed_samples"] == sum(not s["neutral"] for s in json.loads((run / "deformation.json").read_text())
+                                         ["samples"])
+    assert pairs["face_error_ratio"] < 0.7, pairs          # the field explains most of the motion of its own samples
+    assert pairs["nonface_motion_mm"] < 0.5, pairs
+    assert metrics["surfaces"]                              # (dominated by the 60-epoch identity model's error here)
+    for entry in metrics["surfaces"].values():
+        assert all(np.isfinite(entry[label][region]["chamfer_l1_mm"]) for label in ("posed", "identity")
+                   for region in ("face", "head"))
+
+
+def test_posed_mesh_is_the_warped_identity_mesh_in_any_chunking(runs, monkeypatch):
+    from morphable.implicit import expression_model
+
+    model = load_run(runs["expression"], "cpu")
+    k = next(i for i, neutral in enumerate(model.is_neutral) if not neutral)
+    vertices, faces = model.extract(k, 40, normalised=True)
+    neutral, neutral_faces = model.identity.extract(model.identity_codes[model.subject_of[k]], 40, normalised=True)
+    np.testing.assert_array_equal(faces, neutral_faces)
+    field = model.field.double()
+    z_id, z_ex = (c.double() for c in model.sample_codes(k))
+    with torch.no_grad():
+        expected = np.stack([(torch.tensor(v)[None, None] + field(z_ex[None], z_id[None], torch.tensor(v)[None, None]))
+                             [0, 0].numpy() for v in neutral[:50]])
+    model.field.float()
+    np.testing.assert_allclose(vertices[:50], expected, atol=2e-5)
+    monkeypatch.setattr(expression_model, "WARP_CHUNK", 7)
+    again, _ = model.extract(k, 40, normalised=True)
+    np.testing.assert_allclose(again, vertices, atol=1e-6)
+    data_units, _ = model.extract(model.names[k], 40)
+    np.testing.assert_allclose(model.similarity.apply(data_units), vertices, atol=1e-6)
+
+
+def test_posed_sdf_vanishes_on_the_posed_mesh(runs):
+    model = load_run(runs["expression"], "cpu")
+    k = next(i for i, neutral in enumerate(model.is_neutral) if not neutral)
+    vertices, _ = model.extract(k, 48)
+    values, converged = model.sdf(vertices[::25], k)
+    neutral, _ = model.identity.extract(model.identity_codes[model.subject_of[k]], 48)
+    floor = np.abs(model.identity.sdf(neutral[::25], model.identity_codes[model.subject_of[k]])).max()
+    assert converged.mean() > 0.99
+    assert np.nanmax(np.abs(values)) < floor + 1e-3 * (vertices.max() - vertices.min())
+
+
+def test_fit_transfer_interpolate_and_sample_through_the_command_line(runs, tmp_path, capsys):
+    run, seq = str(runs["expression"]), runs["seq"]
+    model = load_run(run, "cpu")
+    k = next(i for i, neutral in enumerate(model.is_neutral) if not neutral)
+    sample = model.names[k]
+    subject, expression, frame = sample.split("__")
+    scan = seq / subject / expression / f"{frame}.ply"
+    assert main(["data", "depth", str(scan), "--out", str(tmp_path / "cloud.ply"), "--n", "400"]) == 0
+    assert main(["fit", run, "--points", str(tmp_path / "cloud.ply"), "--gt", str(scan), "--out", str(tmp_path / "fit"),
+                 "--steps", "8", "--refine-steps", "4", "--res", "32", "--metric-samples", "2000"]) == 0
+    metrics = json.loads((tmp_path / "fit" / "metrics.json").read_text())
+    assert {"face", "head", "converged_last", "energy_last"} <= set(metrics)
+    for name in ("codes.safetensors", "fit.ply", "neutral.ply", "fit.png"):
+        assert (tmp_path / "fit" / name).is_file()
+
+    neutral_sample = f"{subject}__neutral"
+    assert main(["transfer", run, "--source", sample, "--target", neutral_sample, "--out", str(tmp_path / "tr"),
+                 "--res", "32"]) == 0
+    transferred, source = read_mesh(tmp_path / "tr" / "transfer.ply"), read_mesh(tmp_path / "tr" / "source.ply")
+    np.testing.assert_allclose(transferred.vertices, source.vertices, atol=1e-5)  # same identity: same head
+    info = json.loads((tmp_path / "tr" / "transfer.json").read_text())
+    assert info["source"]["sample"] == sample and info["target"]["sample"] == neutral_sample
+
+    assert main(["interpolate", run, "--source", str(k), "--target", str(model.names.index(neutral_sample)),
+                 "--n", "3", "--out", str(tmp_path / "ip"), "--res", "32"]) == 0
+    np.testing.assert_allclose(read_mesh(tmp_path / "ip" / "interp_00.ply").vertices,
+                               model.extract(k, 32)[0], atol=1e-5)
+    np.testing.assert_allclose(read_mesh(tmp_path / "ip" / "interp_02.ply").vertices,
+                               model.extract(neutral_sample, 32)[0], atol=1e-5)
+    other = model.subjects[1 - model.subject_of[k]]
+    assert main(["sample", run, "--n", "2", "--out", str(tmp_path / "sm"), "--res", "32", "--subject", other]) == 0
+    assert json.loads((tmp_path / "sm" / "samples.json").read_text())["subject"] == other
+
+
+def _one_error_line(capsys, argv, *fragments):
+    capsys.readouterr()
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_bad_combinations_are_one_line_and_write_nothing(runs, tmp_path, capsys):
+    data, identity = str(runs["data"]), str(runs["identity"])
+    out = tmp_path / "run"
+    base = ["train", "expression-small", "--data", data, "--out", str(out), "--epochs", "1", "--quiet"]
+    _one_error_line(capsys, base, "--identity RUN")
+    _one_error_line(capsys, base + ["--identity", str(runs["expression"])], "npm or triplane run")
+    _one_error_line(capsys, base + ["--identity", identity, "--latent", "200"], "model.hidden")
+    _one_error_line(capsys, ["train", "npm-small", "--data", data + "/identity", "--out", str(out), "--identity",
+                             identity], "--identity applies to expression presets")
+    other = runs["root"] / "other"                          # an identity run of other heads (one subject only)
+    seq = write_synthetic_dataset(runs["root"] / "seq1", subjects=1, expressions=1, frames=3, seed=5)
+    dd.write_deformation_dataset(seq, runs["root"] / "def1", seed=3, **SMALL)
+    _train_identity(runs["root"] / "def1" / "identity", other, epochs=1)
+    _one_error_line(capsys, base + ["--identity", str(other)], str(other), "no shape for subject")
+    _one_error_line(capsys, ["transfer", identity, "--source", "0", "--target", "0", "--out", str(tmp_path / "t")],
+                    "expression run")
+    _one_error_line(capsys, ["sample", identity, "--n", "1", "--out", str(tmp_path / "s"), "--subject", "x"],
+                    "--subject applies to expression runs")
+    assert not out.exists() and not (tmp_path / "t").exists() and not (tmp_path / "s").exists()
+
+
+def test_identity_run_changed_since_training_is_refused(runs, tmp_path):
+    import shutil
+
+    from morphable.io import load_weights, save_weights
+
+    run = tmp_path / "expression"
+    shutil.copytree(runs["expression"], run)
+    identity = tmp_path / "identity"
+    shutil.copytree(runs["identity"], identity)
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["identity"] = str(identity)
+    (run / "config.json").write_text(json.dumps(config))
+    tensors, metadata = load_weights(identity / "model.safetensors")
+    key = next(k for k in tensors if k.endswith("codes"))
+    tensors[key] = tensors[key] + 0.01
+    save_weights(identity / "model.safetensors", tensors, metadata)
+    with pytest.raises(MorphableError, match="retrained"):
+        load_run(run, "cpu")
+
+
+def test_presets_leave_room_for_the_codes_in_the_skip_layer():
+    from morphable.config import PRESETS
+
+    paper, small = PRESETS["expression"](), PRESETS["expression-small"]()
+    assert (paper.model.hidden, paper.model.n_layers, paper.model.latent) == (1024, 8, 200)
+    assert (paper.model.correspondence, paper.model.penalty, paper.model.code) == (1e2, 1e-5, 5e-5)
+    assert paper.model.hidden > paper.model.latent + 512 + 3
+    npm_small = PRESETS["npm-small"]().model.latent
+    assert small.model.hidden > small.model.latent + npm_small + 3
