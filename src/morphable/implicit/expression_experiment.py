@@ -18,8 +18,8 @@ Evaluation (training samples: an auto-decoder has no held-out codes; held-out ex
 * ``surfaces``: for the :data:`SHOWN_SAMPLES` posed samples that move most, face / head Chamfer-L1, normal
   consistency and F-score@1mm of the posed mesh (the identity mesh at :data:`EVAL_RESOLUTION` ^3, warped) and of
   the unwarped identity mesh, against the posed mesh's surface samples (``posed/<sample>.npz``);
-* ``plots/expressions.png``: those samples' neutral and posed meshes, the posed one coloured by displacement, and
-  ``meshes/<sample>.ply`` (data units).
+* ``plots/expressions.png``: those samples' neutral meshes coloured by the magnitude of the displacement, beside
+  the posed meshes, and ``meshes/<sample>.ply`` (the posed meshes, data units).
 """
 
 from __future__ import annotations
@@ -240,17 +240,18 @@ def surface_metrics_of(model, data_root: Path, names: Sequence[str], resolution:
 
 
 def expression_picture(path: Path, meshes: Sequence[tuple]) -> None:
-    """Rows of (neutral, posed coloured by displacement in mm) for each ``(name, neutral, posed, mm)``."""
+    """Rows of (neutral mesh coloured by the displacement in mm, posed mesh) for each ``(name, neutral, posed,
+    mm)``, one colour scale (0 to the largest 99th percentile) for all rows."""
     from morphable.viz import draw_mesh, pyplot, save_figure
 
     plt = pyplot()
     fig, axes = plt.subplots(len(meshes), 2, figsize=(4.4, 2.3 * len(meshes)), squeeze=False)
     vmax = max(float(np.percentile(m[3], 99)) for m in meshes) or 1.0
     for row, (name, neutral, posed, moved) in zip(axes, meshes):
-        draw_mesh(row[0], *neutral)
-        row[0].set_title(f"{name.split('__')[0]}: neutral", fontsize=7)
-        draw_mesh(row[1], *posed, values=moved, vmax=vmax)
-        row[1].set_title(f"{'/'.join(name.split('__')[1:])} (0-{vmax:.1f} mm)", fontsize=7)
+        draw_mesh(row[0], *neutral, values=moved, vmax=vmax)
+        row[0].set_title(f"{name.split('__')[0]}: |dx| on neutral (0-{vmax:.1f} mm)", fontsize=7)
+        draw_mesh(row[1], *posed)
+        row[1].set_title(f"posed: {'/'.join(name.split('__')[1:])}", fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)
 
