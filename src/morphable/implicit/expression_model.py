@@ -12,7 +12,7 @@ also the identity run's); methods take and return data units unless ``normalised
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -135,6 +135,28 @@ class ExpressionModel:
         converged = roots.converged.cpu().numpy()
         values[~converged] = np.nan
         return values, converged
+
+    def sdf_function(self, code: int | str | Sequence[torch.Tensor] = 0) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The posed SDF ``p (..., 3) -> f_id(x_c(p), z_id) (...)`` in normalised units as a torch function, e.g.
+        for :func:`morphable.render.volume.render_views`. Roots by :func:`~morphable.implicit.root_finding.broyden`
+        (the best iterate where a root does not converge: far from the head, where the field extrapolates);
+        with gradients enabled the roots pass through :func:`~morphable.implicit.root_finding.implicit_correction`,
+        so ``grad_p = J^{-T} grad f_id(x_c)`` is the posed surface's normal direction."""
+        from morphable.implicit.root_finding import broyden, implicit_correction
+
+        z_id, z_ex = self._codes(code)
+        network = self.identity.implicit.network
+
+        def warp(x: torch.Tensor) -> torch.Tensor:
+            return x + self.field(z_ex[None], z_id[None], x[None])[0]
+
+        def posed_sdf(points: torch.Tensor) -> torch.Tensor:
+            flat = points.reshape(-1, 3)
+            roots = broyden(warp, flat.detach(), chunk=WARP_CHUNK).x
+            canonical = implicit_correction(warp, roots, flat) if torch.is_grad_enabled() else roots
+            return network(z_id[None], canonical[None])[0][0].reshape(points.shape[:-1])
+
+        return posed_sdf
 
     def fit(self, points: np.ndarray, steps: int = 500, refine_steps: int = 200, source: str = "points"):
         """Identity and expression codes fitted to a posed point cloud ``(N, 3)`` in data units
