@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from morphable.data.registered import DATASET_FILE, RegisteredDataset, check_unit, load_registered
-from morphable.data.sdf import (DEFAULT_RADIUS, SCALE_RANGE, Similarity, _dataset_member, _valid_name,
+from morphable.data.sdf import (DEFAULT_RADIUS, SCALE_RANGE, Similarity, _dataset_member, _valid_name, item_generator,
                                 precompute_sdf_samples, write_sdf_dataset)
 from morphable.errors import MorphableError, input_error
 from morphable.io import UNIT_TO_MM, atomic_folder, check_output_folder, read_json, read_npy, read_npz, write_json, \
@@ -541,10 +541,7 @@ class DeformationDataset(torch.utils.data.Dataset):
         self.epoch = epoch
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        generator = None
-        if self.epoch is not None:
-            generator = torch.Generator().manual_seed(
-                int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1, np.uint64)[0] >> 1))
+        generator = item_generator(self.seed, self.epoch, index)
         pairs = self.pairs[index]
         m = len(pairs["face"])
         if self.pairs_per_item <= m:

@@ -546,6 +546,16 @@ def _dataset_member(root: Path, info_path: Path, name: Any) -> Path:
     return path
 
 
+def item_generator(seed: int, epoch: int | None, index: int, *stream: int) -> torch.Generator | None:
+    """The generator of item ``index``'s random draw in ``epoch``, seeded by a 63-bit hash of
+    ``(seed, epoch, index, *stream)`` (``stream`` tells apart several draws of one item); None (torch's global
+    generator) while ``epoch`` is None, i.e. before a dataset's ``set_epoch``."""
+    if epoch is None:
+        return None
+    key = [seed, epoch, index, *stream]
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0] >> 1))
+
+
 class SdfDataset(torch.utils.data.Dataset):
     """A folder written by :func:`write_sdf_dataset`, held in memory; item ``i`` is a fresh random
     sub-sample of shape ``i`` (:func:`subsample`) plus ``index`` (a 0-d int64 tensor for the code table).
@@ -602,10 +612,7 @@ class SdfDataset(torch.utils.data.Dataset):
         self.epoch = epoch
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        generator = None
-        if self.epoch is not None:
-            generator = torch.Generator().manual_seed(
-                int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1, np.uint64)[0] >> 1))
+        generator = item_generator(self.seed, self.epoch, index)
         item = subsample(self.samples[index], self.counts, generator)
         item["index"] = torch.tensor(index, dtype=torch.long)
         return item

@@ -84,10 +84,9 @@ class NormalMapViews:
     def __getitem__(self, index: int) -> dict:
         import torch
 
-        generator = None
-        if self.epoch is not None:
-            generator = torch.Generator().manual_seed(
-                int(np.random.SeedSequence([self.seed, self.epoch, index, 2]).generate_state(1, np.uint64)[0] >> 1))
+        from morphable.data.sdf import item_generator
+
+        generator = item_generator(self.seed, self.epoch, index, 2)
         normals, K, pose = self.maps[index]
         chosen = torch.randperm(len(normals), generator=generator)[:self.views]
         return {**self.dataset[index], "view_normals": normals[chosen], "view_K": K[chosen], "view_pose": pose[chosen]}
