@@ -156,12 +156,10 @@ def load(run: Run, device: str = "auto"):
     return ExpressionModel(method, run, info, ImplicitModel(*identity))
 
 
-def pair_metrics(model, data_root: str | os.PathLike) -> dict[str, float]:
+def pair_metrics(model, dataset) -> dict[str, float]:
     """Face-pair error of the field and of the identity map, and the non-face motion, in mm, over the level-1
-    pairs of every posed sample of the deformation data (see the module docstring)."""
-    from morphable.data.deformation import DeformationDataset
-
-    dataset = DeformationDataset(data_root, pairs_per_item=1)
+    pairs of every posed sample of a :class:`~morphable.data.deformation.DeformationDataset` (see the module
+    docstring)."""
     to_mm = dataset.similarity.to_mm(1.0, dataset.unit)
     errors, identity_errors, motion = [], [], []
     for k, pairs in enumerate(dataset.pairs):
@@ -177,7 +175,7 @@ def pair_metrics(model, data_root: str | os.PathLike) -> dict[str, float]:
         identity_errors.append(np.linalg.norm(pairs["neutral"][keep] - pairs["posed"][keep], axis=1)[face])
         motion.append(moved[~face])
     if not errors:
-        raise input_error(data_root, "no posed samples to evaluate")
+        raise input_error(dataset.root, "no posed samples to evaluate")
     error, ident = np.concatenate(errors) * to_mm, np.concatenate(identity_errors) * to_mm
     move = np.concatenate(motion) * to_mm
     return {"face_error_mm": float(error.mean()), "identity_map_face_error_mm": float(ident.mean()),
@@ -269,7 +267,13 @@ def evaluate(run: Run, config: ExperimentConfig, data=None, gt: Sequence[str] = 
     final, validation = _last_losses(run)
     metrics: dict[str, Any] = {"final": final, "validation": validation, "n_samples": model.n_codes,
                                "n_subjects": len(model.subjects), "unit": model.unit}
-    metrics["pairs"] = pair_metrics(model, root)
+    if data is None:
+        from morphable.data.deformation import DeformationDataset
+
+        dataset = DeformationDataset(root, pairs_per_item=1)
+    else:
+        dataset = data.train
+    metrics["pairs"] = pair_metrics(model, dataset)
     shown = most_moving(model.info)
     if shown:
         metrics["surfaces"], meshes = surface_metrics_of(model, root, shown)
