@@ -67,6 +67,9 @@ def test_pairs_lie_on_both_surfaces_without_noise(tmp_path, synth, monkeypatch):
         assert _distance(pairs["posed"], posed, faces).max() < 1e-6
         if sample["neutral"]:
             assert np.array_equal(pairs["neutral"], pairs["posed"])
+        mesh_vertices, mesh_faces = dd.load_sample_mesh(out, info, sample["name"])
+        np.testing.assert_allclose(mesh_vertices, posed, atol=1e-6)  # float32 copy of the normalised posed mesh
+        assert np.array_equal(mesh_faces, faces)
     # the displacement is the barycentric interpolation of the vertex displacement (naive loop)
     sample = info["samples"][1]
     neutral, posed, faces = _meshes(seq, info, sample)

@@ -28,7 +28,8 @@ zero displacement.
 
 Folder layout (:func:`write_deformation_dataset`): ``deformation.json``, ``identity/`` (an SDF dataset of the
 neutral heads, :func:`morphable.data.sdf.write_sdf_dataset`), ``pairs/<sample>.npz``, ``posed/<sample>.npz``
-(:class:`morphable.data.sdf.SdfSamples` of the posed mesh, for evaluation), ``face_mask.npy``,
+(:class:`morphable.data.sdf.SdfSamples` of the posed mesh, for evaluation), ``meshes/<sample>.npy`` (the posed
+mesh's vertices ``(V, 3)`` float32, normalised units; faces ``template_faces.npy``), ``face_mask.npy``,
 ``template_faces.npy``, ``neutral/<subject>.ply`` (source units) and ``preview.png``; ``docs/data.md`` lists
 every array. :class:`DeformationDataset` reads it.
 """
@@ -293,7 +294,7 @@ def write_deformation_dataset(sequences: str | os.PathLike, out_dir: str | os.Pa
         write_sdf_dataset([(s, neutral_of[s], faces, mask) for s in subjects], tmp / "identity", ds.unit,
                           n_surface=n_surface, n_near=n_near, n_ball=n_ball, seed=seed, normal_maps=maps,
                           progress=progress, similarity=similarity)
-        for folder in ("pairs", "posed", "neutral"):
+        for folder in ("pairs", "posed", "meshes", "neutral"):
             (tmp / folder).mkdir()
         entries = []
         by_subject = {s: [i for i, sample in enumerate(samples) if sample.subject == s] for s in subjects}
@@ -319,10 +320,13 @@ def write_deformation_dataset(sequences: str | os.PathLike, out_dir: str | os.Pa
                 precompute_sdf_samples(similarity.apply(posed), faces, mask, n_surface=n_eval, n_near=n_eval,
                                        n_ball=n_eval, seed=eval_seed, name=str(source)).save(
                     tmp / "posed" / f"{sample.name}.npz")
+                np.save(tmp / "meshes" / f"{sample.name}.npy", similarity.apply(posed).astype(np.float32),
+                        allow_pickle=False)
                 moved = float(np.linalg.norm(posed - neutral_of[subject], axis=1).max()) * to_mm
                 entries.append({"name": sample.name, "subject": sample.subject, "expression": sample.expression,
                                 "frame": sample.frame, "pairs": f"pairs/{sample.name}.npz",
-                                "posed": f"posed/{sample.name}.npz", "neutral": sample.neutral,
+                                "posed": f"posed/{sample.name}.npz", "mesh": f"meshes/{sample.name}.npy",
+                                "neutral": sample.neutral,
                                 "max_displacement_mm": round(moved, 4)})
                 if bar is not None:
                     bar.update()
@@ -457,8 +461,8 @@ def read_deformation_info(root: str | os.PathLike) -> dict[str, Any]:
         for s in samples:
             if not (isinstance(s["name"], str) and s["subject"] in subjects and isinstance(s["neutral"], bool)):
                 raise ValueError(f"sample {s.get('name')!r} needs a name, a listed subject and a bool 'neutral'")
-            _dataset_member(root, path, s["pairs"])
-            _dataset_member(root, path, s["posed"])
+            for member in ("pairs", "posed", "mesh"):
+                _dataset_member(root, path, s[member])
         if len({s["name"] for s in samples}) != len(samples):
             raise ValueError("duplicate sample names")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -467,6 +471,25 @@ def read_deformation_info(root: str | os.PathLike) -> dict[str, Any]:
             or not SCALE_RANGE[0] < sim.scale < SCALE_RANGE[1]):
         raise input_error(path, "the similarity needs a finite scale in range and a finite 3D translation")
     return info
+
+
+def load_sample_mesh(root: str | os.PathLike, info: dict[str, Any], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The mesh of sample ``name`` of a deformation folder: vertices ``(V, 3)`` float64 in normalised units and the
+    template faces ``(F, 3)``; a missing or broken file raises a one-line error naming it."""
+    root = Path(root)
+    entry = next((s for s in info["samples"] if s["name"] == name), None)
+    if entry is None:
+        raise input_error(root / DEFORMATION_JSON, f"no sample '{name}'")
+    path = _dataset_member(root, root / DEFORMATION_JSON, entry["mesh"])
+    vertices = read_npy(path)
+    faces = read_npy(root / "template_faces.npy")
+    if (vertices.ndim != 2 or vertices.shape[1:] != (3,) or vertices.dtype.kind != "f"
+            or not np.isfinite(vertices).all()):
+        raise input_error(path, f"expected finite (V, 3) vertices, got {vertices.dtype} {vertices.shape}")
+    if faces.ndim != 2 or faces.shape[1:] != (3,) or faces.dtype.kind not in "iu" or faces.size == 0 \
+            or faces.min() < 0 or faces.max() >= len(vertices):
+        raise input_error(root / "template_faces.npy", f"not (F, 3) face indices of the {len(vertices)} vertices")
+    return vertices.astype(np.float64), faces.astype(np.int64)
 
 
 def load_pairs(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -569,6 +592,6 @@ class DeformationDataset(torch.utils.data.Dataset):
                 f"settings {json.dumps({k: self.info['settings'][k] for k in ('pairs', 'sigmas', 'frame_stride')})}")
 
 
-__all__ = ["DeformationDataset", "DeformationPairs", "PAIR_SIGMAS", "group_counts", "load_pairs",
+__all__ = ["DeformationDataset", "DeformationPairs", "PAIR_SIGMAS", "group_counts", "load_pairs", "load_sample_mesh",
            "read_deformation_info", "sample_pairs", "select_frames", "write_deformation_dataset"]
 

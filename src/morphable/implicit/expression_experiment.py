@@ -16,8 +16,10 @@ Evaluation (training samples: an auto-decoder has no held-out codes; held-out ex
   ``|x_n + F_ex(x_n) - x_p|`` and that of the identity map ``|x_n - x_p|`` (mm), and the mean and 99th percentile
   of the non-face motion ``|F_ex(x_n)|`` (mm);
 * ``surfaces``: for the :data:`SHOWN_SAMPLES` posed samples that move most, face / head Chamfer-L1, normal
-  consistency and F-score@1mm of the posed mesh (the identity mesh at :data:`EVAL_RESOLUTION` ^3, warped) and of
-  the unwarped identity mesh, against the posed mesh's surface samples (``posed/<sample>.npz``);
+  consistency and F-score@1mm (:func:`morphable.metrics.region_metrics`, :data:`EVAL_SAMPLES` points a surface)
+  of the posed mesh (the identity mesh at :data:`EVAL_RESOLUTION` ^3, warped) and of the unwarped identity mesh,
+  against the data's posed mesh (``meshes/<sample>.npy``), and ``floor``: that mesh against itself (other
+  samples), the metrics' sampling floor;
 * ``plots/expressions.png``: those samples' neutral meshes coloured by the magnitude of the displacement, beside
   the posed meshes, and ``meshes/<sample>.ply`` (the posed meshes, data units).
 """
@@ -34,7 +36,7 @@ import numpy as np
 
 from morphable.config import ExperimentConfig
 from morphable.errors import MorphableError, input_error
-from morphable.io import read_json, write_json
+from morphable.io import read_json, read_npy, write_json
 from morphable.runs import Run, process_rank
 
 DEFORMATION_COPY = "deformation.json"
@@ -185,20 +187,6 @@ def pair_metrics(model, dataset) -> dict[str, float]:
             "posed_samples": len(errors)}
 
 
-def posed_surface(data_root: Path, info: dict[str, Any], name: str):
-    """The posed mesh's surface samples ``(points (M, 3), normals (M, 3), face (M,) bool)`` of sample ``name``
-    (normalised units, from ``posed/<sample>.npz``)."""
-    from morphable.data.deformation import DEFORMATION_JSON
-    from morphable.data.sdf import SdfSamples, _dataset_member
-
-    entry = next(s for s in info["samples"] if s["name"] == name)
-    samples = SdfSamples.load(_dataset_member(data_root, data_root / DEFORMATION_JSON, entry["posed"]))
-    points = np.concatenate([samples.face_points, samples.nonface_points]).astype(np.float64)
-    normals = np.concatenate([samples.face_normals, samples.nonface_normals]).astype(np.float64)
-    face = np.r_[np.ones(len(samples.face_points), bool), np.zeros(len(samples.nonface_points), bool)]
-    return points, normals, face
-
-
 def most_moving(info: dict[str, Any], n: int = SHOWN_SAMPLES) -> list[str]:
     """The ``n`` posed samples of the largest ``max_displacement_mm``, one per expression first."""
     posed = sorted((s for s in info["samples"] if not s["neutral"]), key=lambda s: -s.get("max_displacement_mm", 0))
@@ -213,12 +201,14 @@ def most_moving(info: dict[str, Any], n: int = SHOWN_SAMPLES) -> list[str]:
 
 def surface_metrics_of(model, data_root: Path, names: Sequence[str], resolution: int = EVAL_RESOLUTION,
                        n_samples: int = EVAL_SAMPLES) -> tuple[dict[str, Any], list[tuple]]:
-    """Posed-mesh and identity-mesh surface metrics of ``names`` (see the module docstring) and, per sample,
+    """Posed-mesh and identity-mesh surface metrics of ``names`` against the data's posed meshes (see the module
+    docstring), the sampling floor of each (the ground truth against itself, other samples) and, per sample,
     ``(name, neutral mesh, posed mesh, displacement (V,) mm)`` in data units for the pictures."""
-    from morphable.mesh.sampling import sample_surface
-    from morphable.metrics import sampled_region_metrics
+    from morphable.data.deformation import load_sample_mesh
+    from morphable.metrics import region_metrics
 
     to_mm = model.similarity.to_mm(1.0, model.unit)
+    mask = read_npy(Path(data_root) / "face_mask.npy").astype(bool)
     out, meshes = {}, []
     for name in names:
         z_id, z_ex = model.sample_codes(name)
@@ -226,12 +216,10 @@ def surface_metrics_of(model, data_root: Path, names: Sequence[str], resolution:
         if len(faces) == 0:
             raise input_error(model.config.model.identity, f"the identity code of '{name}' has no surface")
         posed_v = model.warp(neutral_v, z_id, z_ex)
-        gt = posed_surface(data_root, model.info, name)
-        entry = {}
-        for label, vertices in (("posed", posed_v), ("identity", neutral_v)):
-            s = sample_surface(vertices, faces, n_samples, 0)
-            entry[label] = sampled_region_metrics(s.points, s.face_normals, *gt, to_mm)
-        out[name] = entry
+        gt = load_sample_mesh(data_root, model.info, name)
+        out[name] = {label: region_metrics(mesh, gt, mask, to_mm, n_samples=n_samples, seed=seed)
+                     for label, mesh, seed in (("posed", (posed_v, faces), 0), ("identity", (neutral_v, faces), 0),
+                                               ("floor", gt, 2))}
         meshes.append((name, (model.similarity.invert(neutral_v), faces), (model.similarity.invert(posed_v), faces),
                        np.linalg.norm(posed_v - neutral_v, axis=1) * to_mm))
     return out, meshes
@@ -281,7 +269,7 @@ def evaluate(run: Run, config: ExperimentConfig, data=None, gt: Sequence[str] = 
         for name, _, (vertices, faces), _ in meshes:
             write_ply(run.file("meshes", f"{name}.ply"), vertices, faces)
         for region in ("face", "head"):
-            for label in ("posed", "identity"):
+            for label in ("posed", "identity", "floor"):
                 metrics[f"{label}_{region}_chamfer_l1_mm"] = float(np.mean(
                     [m[label][region]["chamfer_l1_mm"] for m in metrics["surfaces"].values()]))
     if gt:
@@ -297,5 +285,6 @@ def summary(metrics: dict[str, Any]) -> str:
             f"non-face motion {p['nonface_motion_mm']:.3f} mm")
     if "posed_face_chamfer_l1_mm" in metrics:
         line += (f"; posed meshes face Chamfer-L1 {metrics['posed_face_chamfer_l1_mm']:.3f} mm (unwarped identity "
-                 f"{metrics['identity_face_chamfer_l1_mm']:.3f} mm)")
+                 f"{metrics['identity_face_chamfer_l1_mm']:.3f} mm, sampling floor "
+                 f"{metrics['floor_face_chamfer_l1_mm']:.3f} mm)")
     return line
