@@ -112,6 +112,8 @@ def test_fit_transfer_interpolate_and_sample_through_the_command_line(runs, tmp_
     assert {"face", "head", "converged_last", "energy_last"} <= set(metrics)
     for name in ("codes.safetensors", "fit.ply", "neutral.ply", "fit.png"):
         assert (tmp_path / "fit" / name).is_file()
+    assert main(["report", run, "--fit", str(tmp_path / "fit"), "--out", str(tmp_path / "report.html")]) == 0
+    assert "fit fit" in (tmp_path / "report.html").read_text()  # the fitted posed head is shown
 
     neutral_sample = f"{subject}__neutral"
     assert main(["transfer", run, "--source", sample, "--target", neutral_sample, "--out", str(tmp_path / "tr"),

@@ -91,18 +91,33 @@ def implicit_meshes(run_path: Path, fits: Sequence[str | os.PathLike], device: s
     """The first training codes and the fitted code of each fit folder, extracted at
     :data:`EXTRACT_RESOLUTION` ``^3``; a code without a surface in the unit ball is left out."""
     from morphable.experiment import load_run
-    from morphable.io import load_weights
 
     model = load_run(run_path, device)
     codes = [(model.names[k], k) for k in range(min(MAX_MESHES, model.n_codes))]
     for folder in fits:
-        codes.append((f"fit {Path(folder).name}", load_weights(Path(folder) / "code.safetensors")[0]["code"]))
+        codes.append((f"fit {Path(folder).name}", fitted_code(Path(folder))))
     meshes = []
     for name, code in codes:
         vertices, faces = model.extract(code, EXTRACT_RESOLUTION)
         if len(faces):
             meshes.append(mesh_payload(name, vertices, faces, None))
     return meshes, f"Zero level sets extracted at {EXTRACT_RESOLUTION}^3 (data units, shaded in skin colour)."
+
+
+def fitted_code(folder: Path):
+    """The code a ``morphable fit`` folder holds: ``code`` of ``code.safetensors`` (identity runs) or the pair
+    ``(identity, expression)`` of ``codes.safetensors`` (expression runs)."""
+    from morphable.io import load_weights
+
+    if (folder / "codes.safetensors").exists():
+        tensors = load_weights(folder / "codes.safetensors")[0]
+        if {"identity", "expression"} <= set(tensors):
+            return tensors["identity"], tensors["expression"]
+        raise input_error(folder / "codes.safetensors", "not the codes of an expression fit (identity, expression)")
+    tensors = load_weights(folder / "code.safetensors")[0]
+    if "code" not in tensors:
+        raise input_error(folder / "code.safetensors", "not the code of a fit (no 'code')")
+    return tensors["code"]
 
 
 def ply_colors(path: str | os.PathLike) -> np.ndarray | None:
