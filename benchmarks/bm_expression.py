@@ -43,6 +43,9 @@ open ICT skin closes the neck opening with a flared "bust" out to the unit ball 
 truth does not have (accuracy ~33 mm, completeness ~4 mm); their face metrics are not affected (the prediction's
 face region is the part nearest the ground truth's face).
 
+``--seen-identities`` (a diagnostic, not the protocol): the identity model also trains on the test subjects'
+neutrals, so the rows measure the expression part without the identity model's generalisation error.
+
 Usage: OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/bm_expression.py [--quick] [--dataset ict]
 [--work DIR]. Writes benchmarks/results/bm_expression[_ict][_quick].json and prints a markdown table (means over
 cases) beside the thesis' Table 6.3.
@@ -136,6 +139,9 @@ def main() -> None:
     parser.add_argument("--res", type=int, default=256, help="extraction resolution")
     parser.add_argument("--metric-samples", type=int, default=500_000)
     parser.add_argument("--work", type=Path, help="keep data, runs and fits here (default: a temporary folder)")
+    parser.add_argument("--seen-identities", action="store_true",
+                        help="diagnostic, not the protocol: the identity model also trains on the test subjects' "
+                             "neutrals (same normalisation), so fitting no longer pays for identity generalisation")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check that everything runs")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -147,7 +153,8 @@ def main() -> None:
         args.pairs, args.n_surface, args.n_near, args.n_ball, args.n_eval = 2_000, 5_000, 5_000, 2_000, 500
         args.res, args.metric_samples = 64, 50_000
     if args.out is None:
-        name = "bm_expression" + ("_ict" if args.dataset == "ict" else "") + ("_quick" if args.quick else "") + ".json"
+        name = ("bm_expression" + ("_ict" if args.dataset == "ict" else "") + ("_seen" if args.seen_identities else "")
+                + ("_quick" if args.quick else "") + ".json")
         args.out = Path(__file__).resolve().parent / "results" / name
 
     import numpy as np
@@ -226,8 +233,19 @@ def main() -> None:
 
         # ------------------------------------------------------------------ models
         training = {}
+        identity_data = deform / "identity"
+        if args.seen_identities:
+            from morphable.data.sdf import Similarity, write_sdf_dataset
+
+            neutral_key = deform_info["neutral"][train_subjects[0]].split("/")
+            first = read_mesh(seqs / subjects[0] / neutral_key[0] / f"{neutral_key[1]}.ply")
+            identity_data = write_sdf_dataset(
+                [(s, read_mesh(seqs / s / neutral_key[0] / f"{neutral_key[1]}.ply").vertices, first.faces, mask)
+                 for s in subjects], work / "identity_all", unit, n_surface=args.n_surface, n_near=args.n_near,
+                n_ball=args.n_ball, seed=args.seed, overwrite=True, progress=False,
+                similarity=Similarity.from_dict(deform_info["similarity"]))
         id_config = PRESETS["npm-small"]()
-        id_config.data.path = str((deform / "identity").resolve())
+        id_config.data.path = str(identity_data.resolve())
         id_config.train.epochs = args.id_epochs
         id_config.train.device = "cpu"
         id_config.seed = args.seed
@@ -373,6 +391,7 @@ def main() -> None:
         "split": {"train_subjects": train_subjects, "test_subjects": test_subjects, "train_expressions": train_expr,
                   "test_expressions": test_expr, "train_case_expressions": case_train_expr, "apex_frame": frames[apex]},
         "dataset": args.dataset,
+        "seen_identities": args.seen_identities,
         "protocol": f"{args.dataset} faces (data {args.dataset}), held-out subjects x held-out / training expressions at the apex, "
                     "plus neutrals; 2,500-point frontal depth observation (seed = case index); face = synth face "
                     "labels (synth) / vertices 0..9408 (ICT), head = whole mesh; region_metrics with metric_samples points",
