@@ -123,7 +123,7 @@ def test_fit_transfer_interpolate_and_sample_through_the_command_line(runs, tmp_
     info = json.loads((tmp_path / "tr" / "transfer.json").read_text())
     assert info["source"]["sample"] == sample and info["target"]["sample"] == neutral_sample
 
-    assert main(["interpolate", run, "--source", str(k), "--target", str(model.names.index(neutral_sample)),
+    assert main(["interpolate", run, "--source", str(k), "--target", neutral_sample,
                  "--n", "3", "--out", str(tmp_path / "ip"), "--res", "32"]) == 0
     np.testing.assert_allclose(read_mesh(tmp_path / "ip" / "interp_00.ply").vertices,
                                model.extract(k, 32)[0], atol=1e-5)
