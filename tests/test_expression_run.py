@@ -20,6 +20,17 @@ SMALL = dict(pairs=3000, n_surface=3000, n_near=3000, n_ball=1500, n_eval=4000, 
 TINY_FIELD = ["--latent", "8"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def small_evaluation():
+    """The runs' own surface metrics at test size (48^3 extraction, 20k points a surface)."""
+    from morphable.implicit import expression_experiment
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(expression_experiment, "EVAL_RESOLUTION", 48)
+        mp.setattr(expression_experiment, "EVAL_SAMPLES", 20_000)
+        yield
+
+
 def _train_identity(data, out, epochs: int = 60) -> None:
     assert main(["train", "npm-small", "--data", str(data), "--out", str(out), "--epochs", str(epochs), "--quiet"]) == 0
 

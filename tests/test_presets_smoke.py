@@ -101,7 +101,11 @@ def deformation_data(tmp_path_factory):
 
 
 @pytest.mark.parametrize("preset", EXPRESSION)
-def test_expression_preset_trains_and_evaluates(preset, deformation_data, tmp_path):
+def test_expression_preset_trains_and_evaluates(preset, deformation_data, tmp_path, monkeypatch):
+    from morphable.implicit import expression_experiment
+
+    monkeypatch.setattr(expression_experiment, "EVAL_RESOLUTION", 48)  # the run's surface metrics at test size
+    monkeypatch.setattr(expression_experiment, "EVAL_SAMPLES", 20_000)
     config = shrink(PRESETS[preset]())
     config.data.path, config.model.identity = str(deformation_data[0]), str(deformation_data[1])
     metrics = train(config, tmp_path / "run", progress=False)

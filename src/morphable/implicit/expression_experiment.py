@@ -264,7 +264,7 @@ def evaluate(run: Run, config: ExperimentConfig, data=None, gt: Sequence[str] = 
     metrics["pairs"] = pair_metrics(model, dataset)
     shown = most_moving(model.info)
     if shown:
-        metrics["surfaces"], meshes = surface_metrics_of(model, root, shown)
+        metrics["surfaces"], meshes = surface_metrics_of(model, root, shown, EVAL_RESOLUTION, EVAL_SAMPLES)
         expression_picture(run.file("plots", "expressions.png"), meshes)
         for name, _, (vertices, faces), _ in meshes:
             write_ply(run.file("meshes", f"{name}.ply"), vertices, faces)
