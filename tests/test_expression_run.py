@@ -96,6 +96,15 @@ def test_posed_mesh_is_the_warped_identity_mesh_in_any_chunking(runs, monkeypatc
     np.testing.assert_allclose(again, vertices, atol=1e-6)
     data_units, _ = model.extract(model.names[k], 40)
     np.testing.assert_allclose(model.similarity.apply(data_units), vertices, atol=1e-6)
+    calls = []
+    monkeypatch.setattr(model.identity, "extract", lambda *a, **k: calls.append(a) or neutral_mesh)
+    neutral_mesh = (neutral, neutral_faces)
+    model.extract(k, 40)                                    # the same identity: no new extraction
+    z_other = model.codes[(k + 1) % model.n_codes]
+    model.extract((model.identity_codes[model.subject_of[k]], z_other), 40)
+    assert calls == []
+    model.extract(k, 41)                                    # another resolution extracts again
+    assert len(calls) == 1
 
 
 def test_posed_sdf_vanishes_on_the_posed_mesh(runs):

@@ -212,7 +212,7 @@ def surface_metrics_of(model, data_root: Path, names: Sequence[str], resolution:
     out, meshes = {}, []
     for name in names:
         z_id, z_ex = model.sample_codes(name)
-        neutral_v, faces = model.identity.extract(z_id, resolution, normalised=True)
+        neutral_v, faces = model.neutral(z_id, resolution)
         if len(faces) == 0:
             raise input_error(model.config.model.identity, f"the identity code of '{name}' has no surface")
         posed_v = model.warp(neutral_v, z_id, z_ex)

@@ -110,7 +110,7 @@ def fit_expression_run(run_path, points_path, out, gt_path=None, region_vertices
     vertices, faces = model.extract((fit.identity, fit.expression), resolution)
     if len(faces) == 0:
         raise input_error(points_path, "the fitted identity code has no surface inside the unit ball")
-    neutral = model.identity.extract(fit.identity, resolution)
+    neutral = model.neutral(fit.identity, resolution, normalised=False)
     metrics = {"energy_first": fit.energy[0], "energy_last": fit.energy[-1], "steps": steps,
                "refine_steps": refine_steps, "converged_last": fit.converged[-1],
                "converged_min": min(fit.converged), "fit_seconds": round(seconds, 3)}

@@ -48,6 +48,7 @@ class ExpressionModel:
         self.similarity = Similarity.from_dict(info["similarity"])
         self.unit: str = info["unit"]
         self.last_extraction = None
+        self._neutral_key, self._neutral_mesh, self._neutral_stats = None, None, None
         for p in (*self.field.parameters(), *identity.implicit.network.parameters()):
             p.requires_grad_(False)
 
@@ -105,14 +106,26 @@ class ExpressionModel:
             out[start:start + WARP_CHUNK] = self.field.warp(expression[None], identity[None], chunk[None])[0]
         return out.double().cpu().numpy()
 
+    def neutral(self, identity: torch.Tensor, resolution: int = 256,
+                normalised: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """The neutral mesh of identity code ``identity (d_id,)`` at ``resolution^3`` (normalised units unless
+        ``normalised`` is False). The last extraction is kept, so the posed meshes of one identity (a transfer, a
+        fit's neutral and posed heads) extract it once; ``last_extraction`` keeps its statistics."""
+        key = (resolution, identity.detach().cpu().numpy().tobytes())
+        if self._neutral_key != key:
+            self._neutral_mesh = self.identity.extract(identity, resolution, normalised=True)
+            self._neutral_key, self._neutral_stats = key, self.identity.last_extraction
+        self.last_extraction = self._neutral_stats
+        vertices, faces = self._neutral_mesh
+        return (vertices if normalised or not len(faces) else self.similarity.invert(vertices)), faces
+
     def extract(self, code: int | str | Sequence[torch.Tensor] = 0, resolution: int = 256,
                 normalised: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """The posed mesh ``(vertices (V, 3), faces (F, 3))`` of a sample (index or name) or of a code pair
         ``(z_id, z_ex)``: the neutral zero level set of ``z_id`` at ``resolution^3``, its vertices warped by the
         field. Both arrays are empty when ``z_id`` has no surface in the unit ball."""
         z_id, z_ex = self._codes(code)
-        vertices, faces = self.identity.extract(z_id, resolution, normalised=True)
-        self.last_extraction = self.identity.last_extraction
+        vertices, faces = self.neutral(z_id, resolution)
         if len(faces):
             vertices = self.warp(vertices, z_id, z_ex)
             if not normalised:

@@ -57,7 +57,7 @@ def transfer_run(run_path: str | os.PathLike, source: str, target: str, out: str
     a_id, a_ex, a_info = head_codes(model, source, steps, refine_steps)
     b_id, b_ex, b_info = head_codes(model, target, steps, refine_steps)
     meshes = {"source": model.extract((a_id, a_ex), resolution), "target": model.extract((b_id, b_ex), resolution),
-              "target_neutral": model.identity.extract(b_id, resolution),
+              "target_neutral": model.neutral(b_id, resolution, normalised=False),
               "transfer": model.extract((b_id, a_ex), resolution)}
     empty = [name for name, (_, faces) in meshes.items() if len(faces) == 0]
     if empty:
