@@ -593,6 +593,8 @@ def _read_ply_ascii(
                 polygons = []
                 for r in rows:
                     words = r.split()
+                    if not words:  # a blank line where a face should be
+                        raise ValueError
                     n = int(words[0])
                     if n < 0 or len(words) < n + 1:
                         raise ValueError
