@@ -7,6 +7,7 @@ method's networks in ``DistributedDataParallel`` and lets only rank 0 write file
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -56,7 +57,18 @@ def init_distributed(device: torch.device) -> Distributed:
 
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        atexit.register(_destroy_process_group)
     return Distributed(dist.get_rank(), dist.get_world_size())
+
+
+def _destroy_process_group() -> None:
+    """Leave the group while the interpreter is still whole: a gloo group left to interpreter teardown
+    can abort the process (SIGABRT, "terminate called without an active exception") after training has
+    finished, which torchrun reports as a failed run."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def all_reduce_sum(values: dict[str, float], dist_info: Distributed, device: torch.device) -> dict[str, float]:
