@@ -120,11 +120,13 @@ def ict_dataset(work: Path, subjects: int, frames: int, seed: int, n_vertices: i
 
 def train_one(preset: str, data: Path, run_dir: Path, epochs: int, seed: int, device: str,
               progress: bool, sgd_lr: float | None = None, protocol: str = "interpolation",
-              fold: str | None = None, latent: int = LATENT) -> dict:
+              fold: str | None = None, latent: int = LATENT, sgd_as_adam: bool = False) -> dict:
     """Train ``preset`` at ``latent`` for ``epochs`` on the protocol's split (``fold``: the held-out
     expression of ``extrapolation``); a summary row.
 
-    ``sgd_lr`` replaces the learning rate of the presets that use SGD (CoMA and Deep3DMM spectral)."""
+    ``sgd_lr`` replaces the learning rate of the presets that use SGD (CoMA, Deep3DMM spectral, LWAE);
+    ``sgd_as_adam`` trains them with the spiral presets' optimiser instead (Adam 1e-3, no weight decay),
+    which separates the convolution from the training recipe."""
     from morphable.config import PRESETS
     from morphable.experiment import train
 
@@ -136,6 +138,8 @@ def train_one(preset: str, data: Path, run_dir: Path, epochs: int, seed: int, de
     config.train.epochs = epochs
     config.train.device = device
     config.seed = seed
+    if sgd_as_adam and config.train.optimizer == "sgd":
+        config.train.optimizer, config.train.lr, config.train.weight_decay = "adam", 1e-3, 0.0
     if sgd_lr is not None and config.train.optimizer == "sgd":
         config.train.lr = sgd_lr
     loop = config.spec.training == "loop"  # PCA is fitted in closed form: no epochs, batches or optimiser
@@ -152,6 +156,7 @@ def train_one(preset: str, data: Path, run_dir: Path, epochs: int, seed: int, de
             "epochs": epochs if loop else None, "best_epoch": fit.get("best_epoch"),
             "parameters": fit.get("parameters"), "batch_size": config.train.batch_size if loop else None,
             "optimizer": config.train.optimizer if loop else None,
+            "weight_decay": config.train.weight_decay if loop else None,
             "lr": config.train.lr if loop else None, "split_sizes": metrics["split_sizes"],
             "unit": metrics["unit"], "run": str(run_dir),
             "curve": {"thresholds_mm": curve["thresholds_mm"], "fraction": curve["fraction"]}}
@@ -237,6 +242,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--sgd-lr", type=float, default=None,
                         help="learning rate of the SGD presets (coma, deep3dmm-spectral*; default: the preset's 8e-3)")
+    parser.add_argument("--sgd-as-adam", action="store_true",
+                        help="train the SGD presets with Adam 1e-3 and no weight decay (a diagnostic)")
     parser.add_argument("--protocol", default="interpolation", choices=PROTOCOLS,
                         help="CoMA protocol of the split (default interpolation)")
     parser.add_argument("--folds", nargs="+", default=["mouth_extreme"],
@@ -257,7 +264,7 @@ def main() -> None:
 
     work = args.work or _default_work()
     folds = args.folds if args.protocol == "extrapolation" else [None]
-    settings = {"epochs": args.epochs, "latent": LATENT, "sgd_lr": args.sgd_lr, "protocol": args.protocol,
+    settings = {"epochs": args.epochs, "latent": LATENT, "sgd_lr": args.sgd_lr, "sgd_as_adam": args.sgd_as_adam, "protocol": args.protocol,
                 "folds": folds, "pca_latents": args.pca_latents, "seed": args.seed,
                 "synthetic": {"subjects": args.subjects, "expressions": 12, "frames": args.frames},
                 "ict": {"subjects": args.ict_subjects, "expressions": 12, "frames": args.ict_frames,
@@ -285,14 +292,14 @@ def main() -> None:
         print(f"[{name}] {len(ds)} meshes, {ds.n_vertices} vertices ({info['prepare_seconds']} s to prepare)",
               flush=True)
         results[name] = {"info": info, "rows": {}}
-        runs = work / "runs" / f"{data.name}-{args.protocol}" / (fold or "all")
+        runs = work / "runs" / f"{data.name}-{args.protocol}{'-adam' if args.sgd_as_adam else ''}" / (fold or "all")
         for preset, latent in jobs:
             base = "pca" if preset.startswith("pca-") else preset
             print(f"[{name}] training {preset} ({args.epochs if base != 'pca' else '-'} epochs) ...", flush=True)
             run_dir = runs / preset
             try:
                 row = train_one(base, data, run_dir, args.epochs, args.seed, args.device, not args.quiet,
-                                args.sgd_lr, args.protocol, fold, latent)
+                                args.sgd_lr, args.protocol, fold, latent, args.sgd_as_adam)
             except Exception:  # a failing model is recorded in the table, the others still run
                 row = failure(preset, run_dir)
                 print(f"[{name}] {preset} FAILED (last log line: {row['last_log_line']}):\n{row['error']}",
