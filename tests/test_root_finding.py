@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.optimize import root as scipy_root
 
-from morphable.implicit.root_finding import RootResult, broyden, implicit_correction, jacobian
+from morphable.implicit.root_finding import RootResult, broyden, implicit_correction, inverse_jacobian, jacobian
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -134,6 +134,42 @@ def test_chunk_bounds_the_rows_per_call():
 
     broyden(warp, smooth_warp(ball(150, seed=5)), chunk=64)
     assert max(sizes) == 64
+
+
+def test_a_handed_over_inverse_saves_the_jacobian_and_finds_the_same_roots():
+    """Warm start as a fit does it: roots of a slightly moved warp, from the old roots and the old inverse."""
+    moved = 0.02
+
+    def old(x: torch.Tensor) -> torch.Tensor:
+        return smooth_warp(x)
+
+    graphs = []
+
+    def new(x: torch.Tensor) -> torch.Tensor:
+        graphs.append(x.requires_grad)
+        return smooth_warp(x) + moved * torch.sin(x)
+
+    p = smooth_warp(ball(200, seed=9))
+    first = broyden(old, p)
+    warm = broyden(new, p, init=first.x, init_inverse=inverse_jacobian(old, first.x))
+    assert not any(graphs)  # no Jacobian (autograd) evaluation of the new warp
+    cold = broyden(new, p, init=first.x)
+    assert warm.rate == 1.0 and cold.rate == 1.0
+    assert (warm.x - cold.x).abs().max() <= 1e-5
+    assert residual_of(new, warm.x, p).max() <= 1e-5
+    with pytest.raises(ValueError, match="init_inverse must have shape"):
+        broyden(new, p, init_inverse=torch.eye(3, dtype=p.dtype))
+
+
+def test_implicit_correction_with_a_given_inverse_is_the_same_step():
+    p = smooth_warp(ball(50, seed=10))
+    roots = broyden(smooth_warp, p).x
+    inverse = inverse_jacobian(smooth_warp, roots)
+    torch.testing.assert_close(inverse, torch.linalg.inv(jacobian(smooth_warp, roots)), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(implicit_correction(smooth_warp, roots, p, inverse),
+                               implicit_correction(smooth_warp, roots, p), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="inverse must have shape"):
+        implicit_correction(smooth_warp, roots, p, inverse[:10])
 
 
 def phi(x: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,9 @@ observation ``X_p`` (N points, normalised units) is eq. 4.23 with the robust tru
 
 Its gradient through ``x_c`` is the implicit one, ``dx_c/dz = -J^{-1} dF_ex/dz`` with ``J = I + dF_ex/dx``
 (:func:`~morphable.implicit.root_finding.implicit_correction`). Each iteration re-solves the roots for the
-current codes, warm-started from the previous iteration's roots (a few Broyden steps once the codes move
-slowly); points whose root has not converged are left out of that iteration's mean. Two phases, as sec. 4.4:
+current codes, warm-started from the previous iteration's roots and from the inverse Jacobian that the
+previous iteration's implicit correction computed there (a few Broyden steps and no fresh Jacobian once the
+codes move slowly); points whose root has not converged are left out of that iteration's mean. Two phases, as sec. 4.4:
 
 1. joint: ``z_id`` and ``z_ex`` from zero, Adam at ``lr`` for ``steps`` iterations (4.4.1);
 2. expression refinement: ``z_id`` frozen, ``z_ex`` alone for ``refine_steps`` iterations (4.4.2).
@@ -25,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from morphable.implicit.root_finding import broyden, implicit_correction
+from morphable.implicit.root_finding import broyden, implicit_correction, inverse_jacobian
 
 IdentityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``(z_id (1, Z), points (1, N, 3)) -> sdf (1, N)``: a frozen identity field."""
@@ -60,6 +61,7 @@ def fit_posed(identity_fn: IdentityFn, deform_fn: DeformFn, identity_dim: int, e
     z_ex = torch.zeros(1, expression_dim, **like, requires_grad=True)
     fit = PosedFit(z_id, z_ex)
     roots = points.detach().clone()
+    inverse = None  # J^{-1} at ``roots`` for the previous codes: the next solve's B_0
     for phase, count, variables in ((1, steps, [z_id, z_ex]), (2, refine_steps, [z_ex])):
         optimiser = torch.optim.Adam(variables, lr=lr)
         for _ in range(count):
@@ -67,11 +69,12 @@ def fit_posed(identity_fn: IdentityFn, deform_fn: DeformFn, identity_dim: int, e
                 return x + deform_fn(z_ex, z_id, x[None])[0]
 
             with torch.no_grad():
-                result = broyden(warp, points, init=roots, tol=tol, max_iter=max_iter)
+                result = broyden(warp, points, init=roots, tol=tol, max_iter=max_iter, init_inverse=inverse)
             roots = result.x
             keep = result.converged
+            inverse = inverse_jacobian(warp, roots)
             optimiser.zero_grad(set_to_none=True)
-            canonical = implicit_correction(warp, roots[keep], points[keep])
+            canonical = implicit_correction(warp, roots[keep], points[keep], inverse[keep])
             residual = identity_fn(z_id, canonical[None])[0].abs().clamp(max=truncation)
             energy = (residual.mean() if len(residual) else residual.sum()) \
                 + identity_weight * z_id.square().sum() + expression_weight * z_ex.square().sum()

@@ -8,7 +8,10 @@ needs, for every observed point ``p``, the canonical point ``x`` with ``fn(x) = 
 Method (:func:`broyden`), per point:
 
 - start from ``x_0`` (``init``, or ``p`` itself), with the inverse Jacobian ``B_0 = J(x_0)^{-1}`` of the
-  autograd Jacobian ``J = dfn/dx`` (:func:`jacobian`); a singular or non-finite ``J(x_0)`` gets ``B_0 = I``;
+  autograd Jacobian ``J = dfn/dx`` (:func:`jacobian`); a singular or non-finite ``J(x_0)`` gets ``B_0 = I``.
+  A caller that already holds a good inverse near ``x_0`` passes it as ``init_inverse`` and saves the Jacobian
+  (three backward passes): a fit re-solving slowly moving roots hands over the inverse of its last implicit
+  correction (:func:`inverse_jacobian`);
 - step ``dx = -B_k g(x_k)``, shortened to norm ``max_step`` (unit-sphere units) so that a poor ``B_k`` far from
   the root cannot throw the point out of the region where ``F`` is meaningful; ``x_{k+1} = x_k + dx``;
 - "good Broyden" update of the inverse Jacobian in Sherman-Morrison form, with ``dg = g(x_{k+1}) - g(x_k)``::
@@ -111,7 +114,8 @@ def jacobian(fn: PointFn, x: torch.Tensor) -> torch.Tensor:
 
 
 def broyden(fn: PointFn, target: torch.Tensor, init: torch.Tensor | None = None, *, tol: float = 1e-5,
-            max_iter: int = 50, max_step: float = 0.1, chunk: int | None = None) -> RootResult:
+            max_iter: int = 50, max_step: float = 0.1, chunk: int | None = None,
+            init_inverse: torch.Tensor | None = None) -> RootResult:
     """Solve ``fn(x) = target`` for every point by Broyden's method with one restart (see the module notes).
 
     Parameters
@@ -131,6 +135,9 @@ def broyden(fn: PointFn, target: torch.Tensor, init: torch.Tensor | None = None,
         Largest step norm per iteration and point.
     chunk : int, optional
         Points per call of ``fn`` (and per Jacobian); ``None`` evaluates all points in one call.
+    init_inverse : torch.Tensor, optional
+        ``(N, 3, 3)`` starting inverse Jacobian ``B_0`` of the first start (default: ``J(x_0)^{-1}``). The
+        restart always computes a fresh one.
 
     Returns
     -------
@@ -146,10 +153,13 @@ def broyden(fn: PointFn, target: torch.Tensor, init: torch.Tensor | None = None,
         raise ValueError(f"need tol >= 0, max_iter >= 0, max_step > 0; got {tol}, {max_iter}, {max_step}")
     if chunk is not None and chunk < 1:
         raise ValueError(f"chunk must be None or a positive number of points, got {chunk}")
+    if init_inverse is not None and init_inverse.shape != (*target.shape, 3):
+        raise ValueError(f"init_inverse must have shape {(*target.shape, 3)}, got {tuple(init_inverse.shape)}")
 
     target = target.detach()
     x0 = target.clone() if init is None else init.detach().to(target)
-    x, residual, steps = _solve(fn, target, x0, tol, max_iter, max_step, chunk)
+    b0 = None if init_inverse is None else init_inverse.detach().to(target).clone()
+    x, residual, steps = _solve(fn, target, x0, tol, max_iter, max_step, chunk, b0)
 
     failed = (~(residual <= tol)).nonzero().squeeze(1)
     if failed.numel():
@@ -165,7 +175,15 @@ def broyden(fn: PointFn, target: torch.Tensor, init: torch.Tensor | None = None,
     return RootResult(x=x, residual=residual, converged=residual <= tol, iterations=iterations)
 
 
-def implicit_correction(fn: PointFn, x_root: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def inverse_jacobian(fn: PointFn, x: torch.Tensor) -> torch.Tensor:
+    """``(N, 3, 3)`` detached ``J(x)^{-1}`` of a pointwise map at ``x (N, 3)`` (the identity where ``J`` is
+    singular or its inverse not finite): the ``B`` of :func:`implicit_correction`, and a ``B_0`` for
+    :func:`broyden`."""
+    return _safe_inverse(jacobian(fn, x.detach()))
+
+
+def implicit_correction(fn: PointFn, x_root: torch.Tensor, target: torch.Tensor,
+                        inverse: torch.Tensor | None = None) -> torch.Tensor:
     """Differentiable canonical points: one Newton step from a root whose gradient is the implicit gradient.
 
     Returns ``x = x_root - B (fn(x_root) - target)`` with ``x_root`` detached and ``B = J(x_root)^{-1}`` from
@@ -188,6 +206,9 @@ def implicit_correction(fn: PointFn, x_root: torch.Tensor, target: torch.Tensor)
         ``(N, 3)`` roots from :func:`broyden` (``RootResult.x``).
     target : torch.Tensor
         ``(N, 3)`` the points ``p`` the roots were solved for.
+    inverse : torch.Tensor, optional
+        ``(N, 3, 3)`` ``B`` when the caller already computed it with :func:`inverse_jacobian` at ``x_root``
+        (default: computed here).
 
     Returns
     -------
@@ -199,21 +220,26 @@ def implicit_correction(fn: PointFn, x_root: torch.Tensor, target: torch.Tensor)
     if x_root.shape != target.shape:
         raise ValueError(f"x_root must have the shape of target {tuple(target.shape)}, got {tuple(x_root.shape)}")
     x_root = x_root.detach()
-    inverse = _safe_inverse(jacobian(fn, x_root))
+    if inverse is None:
+        inverse = inverse_jacobian(fn, x_root)
+    elif inverse.shape != (*x_root.shape, 3):
+        raise ValueError(f"inverse must have shape {(*x_root.shape, 3)}, got {tuple(inverse.shape)}")
     g = fn(x_root) - target
     return x_root - (inverse @ g.unsqueeze(-1)).squeeze(-1)
 
 
 def _solve(fn: PointFn, target: torch.Tensor, x0: torch.Tensor, tol: float, max_iter: int, max_step: float,
-           chunk: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One Broyden run from ``x0 (N, 3)``: best iterates ``(N, 3)``, their residual norms ``(N,)`` and the
-    iterations each point took ``(N,)`` (int64)."""
+           chunk: int | None, inverse: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One Broyden run from ``x0 (N, 3)`` (``inverse``: its ``B_0``, default ``J(x0)^{-1}``; updated in
+    place): best iterates ``(N, 3)``, their residual norms ``(N,)`` and the iterations each point took
+    ``(N,)`` (int64)."""
     x = x0.clone()
     g = _evaluate(fn, x, chunk) - target
     residual = g.norm(dim=1)
     best_x = x.clone()
     best_r = torch.where(torch.isfinite(residual), residual, torch.full_like(residual, float("inf")))
-    inverse = _safe_inverse(_chunked(lambda c: jacobian(fn, c), x, chunk))
+    if inverse is None:
+        inverse = _safe_inverse(_chunked(lambda c: jacobian(fn, c), x, chunk))
     active = (residual > tol) & torch.isfinite(residual)
     steps = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
 
