@@ -29,8 +29,8 @@ Datasets and run folders go to ``--work`` (default ``$MORPHABLE_CACHE/bm_accurac
 Usage: OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/bm_accuracy.py \
     [--epochs 30] [--subjects 8] [--frames 10] [--ict-subjects 8] [--ict-frames 10] \
     [--datasets synthetic ict] [--models ...]
-Writes benchmarks/results/bm_accuracy.json (after every model, so an interrupted run keeps what it
-measured), benchmarks/results/bm_accuracy_<dataset>.png (cumulative error curves) and prints a table.
+Writes benchmarks/results/bm_accuracy.json (``--out``; after every model, so an interrupted run keeps what it
+measured), beside it ``<out stem>_<dataset>.png`` (cumulative error curves) and prints a table.
 """
 
 from __future__ import annotations
@@ -310,14 +310,14 @@ def main() -> None:
                       f"(elapsed {time.perf_counter() - started:.0f} s)", flush=True)
             results[name]["rows"][preset] = row
             write_results(args.out, settings, results)
-        curve_plot(args.out.parent / f"bm_accuracy_{name}.png", name, results[name]["rows"], args.epochs)
+        curve_plot(args.out.parent / f"{args.out.stem}_{name}.png", name, results[name]["rows"], args.epochs)
     settings["wall_seconds"] = round(time.perf_counter() - started, 1)
     write_results(args.out, settings, results)
     print()
     for name, d in results.items():
         print(table(name, d["info"], d["rows"]))
         print()
-    print(f"wrote {args.out} and {', '.join(f'bm_accuracy_{n}.png' for n in results)} "
+    print(f"wrote {args.out} and {', '.join(f'{args.out.stem}_{n}.png' for n in results)} "
           f"({settings['wall_seconds']} s)")
 
 
