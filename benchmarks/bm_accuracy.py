@@ -15,7 +15,7 @@ for the same ``--epochs`` with its preset's optimiser, learning rate and batch s
 ``pca``, ``coma`` (Chebyshev K=6 + QEM pooling), ``deep3dmm-spectral`` (same network, fused
 QEM + attention pooling), ``deep3dmm-spectral-nofuse`` (attention only), ``neural3dmm-simple``
 (spiral conv + QEM pooling, supplement Table 6 "simple" filters), ``deep3dmm-spiral`` (the same
-with fused pooling) and ``lwae`` (the locally weighted autoencoder on CoMA's poolings). PCA is also
+with fused pooling), ``spiralnet++`` (dilated spirals, batch 32) and ``lwae`` (the locally weighted autoencoder on CoMA's poolings). PCA is also
 fitted at the latents of ``--pca-latents`` (rows ``pca-<k>``; closed form, seconds).
 
 The errors are per-vertex Euclidean distances in millimetres on the test meshes (mean +- std,
@@ -51,13 +51,13 @@ RESULTS = ROOT / "benchmarks" / "results"
 ICT_NPZ = ROOT.parent / "shared" / "data" / "ict-facekit" / "ict_face_model_light_f32.npz"
 
 MODELS = ("pca", "coma", "deep3dmm-spectral", "deep3dmm-spectral-nofuse", "neural3dmm-simple", "deep3dmm-spiral",
-          "lwae")
+          "spiralnet++", "lwae")
 LABELS = {"pca": "PCA", "coma": "CoMA (QEM pooling)", "deep3dmm-spectral": "Deep3DMM spectral (fused)",
           "deep3dmm-spectral-nofuse": "Deep3DMM spectral (no fusing)",
           "neural3dmm-simple": "Neural3DMM simple (QEM pooling)", "deep3dmm-spiral": "Deep3DMM spiral (fused)",
-          "lwae": "LWAE (CoMA's poolings)"}
+          "spiralnet++": "SpiralNet++ (QEM pooling)", "lwae": "LWAE (CoMA's poolings)"}
 # (model, baseline) pairs whose relative error reduction is reported
-COMPARISONS = (("coma", "pca"), ("neural3dmm-simple", "pca"), ("deep3dmm-spectral", "coma"),
+COMPARISONS = (("coma", "pca"), ("neural3dmm-simple", "pca"), ("spiralnet++", "pca"), ("deep3dmm-spectral", "coma"),
                ("deep3dmm-spectral-nofuse", "coma"), ("deep3dmm-spiral", "coma"),
                ("deep3dmm-spiral", "neural3dmm-simple"), ("lwae", "coma"))
 LATENT = 8
